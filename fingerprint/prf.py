@@ -1,0 +1,145 @@
+"""Keyed pseudo-random function over (context window, token) tuples.
+
+Construction
+------------
+Each tuple ``(w_1, ..., w_h, t)`` of token ids is laid out as little-endian uint32 words
+``[tag | h, w_1, ..., w_h, t]``, zero-padded to a multiple of four words (16-byte AES
+blocks), and run through AES-256 CBC-MAC with a zero IV. All messages for one context
+width have the same length and the width is in the first word, so this is a secure PRF
+(CBC-MAC is a PRF on fixed-length messages). The output is the low 64 bits of the final
+cipher block, read as a little-endian uint64.
+
+The AES key is derived from the 256-bit secret with keyed BLAKE2b and a per-purpose
+personalisation string, so the same secret never feeds two constructions.
+
+Seeing any number of outputs (green lists, scores) reveals nothing about the AES key
+beyond what AES itself leaks, i.e. nothing usable.
+
+Every block of every tuple goes through OpenSSL's AES in a single ECB call per block
+column, so the work is array code: about 20M tuples per second per core with AES-NI.
+The result is bit-identical on every platform and numpy version (fixed test vectors in
+``tests/test_prf.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from .errors import ParameterError, TokenError
+
+__all__ = ["KeyedPRF", "to_unit_interval", "MAX_CONTEXT_WIDTH", "TOKEN_LIMIT"]
+
+#: Tuples carry at most this many context tokens.
+MAX_CONTEXT_WIDTH = 64
+#: Token ids must be below this (they are stored as uint32).
+TOKEN_LIMIT = 2**32
+_TAG = 0x46500000  # "FP" in the top bytes of the header word; h in the low bytes
+
+_AES_KEY_PERSON = b"fingerprint.prf1"
+
+
+def _derive_aes_key(secret: bytes) -> bytes:
+    return hashlib.blake2b(b"aes-256 tuple prf", key=secret, digest_size=32,
+                           person=_AES_KEY_PERSON).digest()
+
+
+class KeyedPRF:
+    """AES-256 CBC-MAC over ``(window, token)`` tuples, vectorized.
+
+    Parameters
+    ----------
+    secret:
+        At least 16 bytes of secret key material (a :class:`~fingerprint.keys.FingerprintKey`
+        holds 32).
+    """
+
+    __slots__ = ("_aes_key",)
+
+    def __init__(self, secret: bytes) -> None:
+        if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
+            raise ParameterError("PRF secret must be at least 16 bytes")
+        self._aes_key = _derive_aes_key(bytes(secret))
+
+    def __repr__(self) -> str:
+        return "KeyedPRF(<secret hidden>)"
+
+    def tuple_values(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Pseudo-random 64-bit values of tuples.
+
+        Parameters
+        ----------
+        windows:
+            Shape ``(n, h)``, integer token ids of each tuple's context window, oldest first;
+            ``h`` may be 0.
+        tokens:
+            Shape ``(n,)``, integer token id following each window.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(n,)``, dtype uint64: independent uniform 64-bit values, one per tuple.
+        """
+        windows = np.asarray(windows)
+        tokens = np.asarray(tokens)
+        if windows.ndim != 2 or tokens.ndim != 1 or windows.shape[0] != tokens.shape[0]:
+            raise TokenError(
+                f"windows must have shape (n, h) and tokens shape (n,); got {windows.shape} "
+                f"and {tokens.shape}")
+        h = windows.shape[1]
+        if h > MAX_CONTEXT_WIDTH:
+            raise ParameterError(f"context width h={h} exceeds the maximum {MAX_CONTEXT_WIDTH}")
+        n = tokens.shape[0]
+        n_words = h + 2
+        n_blocks = -(-n_words // 4)
+        words = np.zeros((n, n_blocks * 4), dtype="<u4")
+        words[:, 0] = _TAG | h
+        if h:
+            words[:, 1:h + 1] = windows
+        words[:, h + 1] = tokens
+        return self._cbc_mac(words.reshape(n, n_blocks, 16 // 4))
+
+    def row_values(self, windows: np.ndarray, vocab_size: int) -> np.ndarray:
+        """Values of every token of the vocabulary after each window (the embed side).
+
+        Parameters
+        ----------
+        windows:
+            Shape ``(b, h)``, integer token ids of each row's context window.
+        vocab_size:
+            Number of token ids ``V``; tokens ``0 .. V-1`` are evaluated.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(b, V)``, dtype uint64; equals ``tuple_values`` of each (window, token).
+        """
+        windows = np.asarray(windows)
+        b, h = windows.shape
+        rep_windows = np.repeat(windows, vocab_size, axis=0)
+        tokens = np.tile(np.arange(vocab_size, dtype=np.uint32), b)
+        return self.tuple_values(rep_windows, tokens).reshape(b, vocab_size)
+
+    def _cbc_mac(self, blocks: np.ndarray) -> np.ndarray:
+        """CBC-MAC of ``blocks`` (shape ``(n, k, 4)`` uint32) -> low 64 bits, shape ``(n,)``."""
+        n, k, _ = blocks.shape
+        encryptor = Cipher(algorithms.AES(self._aes_key), modes.ECB()).encryptor()
+        state = np.zeros((n, 4), dtype="<u4")
+        for j in range(k):
+            chained = np.bitwise_xor(state, blocks[:, j, :]) if j else np.ascontiguousarray(blocks[:, 0, :])
+            out = encryptor.update(chained.tobytes())
+            state = np.frombuffer(out, dtype="<u4").reshape(n, 4)
+        encryptor.finalize()
+        return np.frombuffer(state.tobytes(), dtype="<u8").reshape(n, 2)[:, 0].astype(np.uint64)
+
+
+def to_unit_interval(values: np.ndarray) -> np.ndarray:
+    """Map uint64 PRF values to floats uniform on the open interval (0, 1).
+
+    Uses the top 53 bits: ``(v >> 11 + 0.5) / 2**53``, so 0 and 1 are never produced.
+    Shape is preserved; dtype float64.
+    """
+    top = (np.asarray(values, dtype=np.uint64) >> np.uint64(11)).astype(np.float64)
+    return (top + 0.5) * (2.0 ** -53)

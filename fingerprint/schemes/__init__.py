@@ -1,0 +1,34 @@
+"""Fingerprint schemes: each module both embeds (logits -> samples) and scores (tokens -> scores).
+
+``SCHEMES`` maps a scheme name to its class; :func:`make_scheme` builds one from a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ParameterError
+from .base import Scheme
+from .greenlist import GreenlistScheme
+from .gumbel import GumbelScheme
+from .tournament import TournamentScheme
+
+__all__ = ["Scheme", "GreenlistScheme", "GumbelScheme", "TournamentScheme", "SCHEMES", "make_scheme",
+           "scheme_class"]
+
+SCHEMES: dict[str, type[Scheme]] = {
+    cls.name: cls for cls in (GreenlistScheme, GumbelScheme, TournamentScheme)
+}
+
+
+def scheme_class(name: str) -> type[Scheme]:
+    """The class of scheme ``name``; :class:`ParameterError` naming the known ones otherwise."""
+    try:
+        return SCHEMES[name]
+    except (KeyError, TypeError):
+        raise ParameterError(f"unknown scheme {name!r}; known schemes: {', '.join(sorted(SCHEMES))}") from None
+
+
+def make_scheme(name: str, secret: bytes, vocab_size: int, **params: Any) -> Scheme:
+    """Build scheme ``name`` keyed with ``secret`` over a vocabulary of ``vocab_size`` ids."""
+    return scheme_class(name)(secret, vocab_size, **params)

@@ -1,0 +1,200 @@
+"""What every fingerprint scheme provides: an embed side and a score side sharing one PRF.
+
+Order of operations on the embed side (documented once, for all schemes):
+
+1. the model's logits are divided by the temperature;
+2. top-p (nucleus) truncation is applied to the tempered distribution;
+3. the fingerprint acts on what remains: greenlist adds ``delta`` to the (tempered) logits
+   of green tokens, gumbel and tournament sample from the truncated distribution with
+   keyed randomness.
+
+So ``delta`` is measured in tempered logits, and top-p never removes the bias it is
+meant to carry. Rows whose context has fewer than ``h`` known tokens (marked ``-1``) are
+sampled without a fingerprint, matching the score side, which only scores tokens with a
+full window inside the text.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ParameterError, TokenError
+from ..prf import KeyedPRF, MAX_CONTEXT_WIDTH
+from ..stats import TestResult
+from ..windows import ScoredTuples, TupleTable, tuple_table
+
+__all__ = ["Scheme", "check_logits", "check_contexts", "apply_temperature_top_p"]
+
+
+class Scheme(abc.ABC):
+    """A keyed fingerprint scheme.
+
+    Subclasses define ``name``, ``score_dtype``, ``_validate``, ``_tuple_scores``,
+    ``_test`` and ``sample``.
+    """
+
+    name: ClassVar[str]
+    #: Parameter names and defaults, in the order ``keygen`` shows them.
+    defaults: ClassVar[dict[str, Any]]
+
+    def __init__(self, secret: bytes, vocab_size: int, **params: Any) -> None:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise ParameterError(
+                f"scheme {self.name!r}: unknown parameter(s) {sorted(unknown)}; "
+                f"known: {sorted(self.defaults)}")
+        if not isinstance(vocab_size, (int, np.integer)) or isinstance(vocab_size, bool) or vocab_size < 2:
+            raise ParameterError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
+        merged = {**self.defaults, **params}
+        self.params: dict[str, Any] = self.validate_params(merged)
+        self.vocab_size = int(vocab_size)
+        self.context_width: int = self.params["context_width"]
+        self._prf = KeyedPRF(secret)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size}, {self.params})"
+
+    @classmethod
+    def validate_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Check and normalise parameters; raise :class:`ParameterError` naming the bad one."""
+        h = params.get("context_width")
+        if not isinstance(h, (int, np.integer)) or isinstance(h, bool) or not 0 <= h <= MAX_CONTEXT_WIDTH:
+            raise ParameterError(
+                f"context_width (h) must be an integer in [0, {MAX_CONTEXT_WIDTH}], got {h!r}")
+        out = dict(params)
+        out["context_width"] = int(h)
+        return cls._validate(out)
+
+    @classmethod
+    @abc.abstractmethod
+    def _validate(cls, params: dict[str, Any]) -> dict[str, Any]: ...
+
+    # ---- score side -------------------------------------------------------------------
+    def tuple_values(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Keyed uint64 values of tuples; windows ``(n, h)``, tokens ``(n,)`` -> ``(n,)``."""
+        return self._prf.tuple_values(windows, tokens)
+
+    def tuple_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Per-tuple scores, shape ``(n,)``; meaning and null distribution depend on the scheme."""
+        return self._tuple_scores(self.tuple_values(windows, tokens))
+
+    @abc.abstractmethod
+    def _tuple_scores(self, values: np.ndarray) -> np.ndarray: ...
+
+    def score(self, tokens: np.ndarray, offsets: np.ndarray) -> ScoredTuples:
+        """Score every token that has a full context window inside its text.
+
+        Parameters
+        ----------
+        tokens:
+            Shape ``(N,)``, integer token ids of all texts concatenated.
+        offsets:
+            Shape ``(T + 1,)``, text ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``.
+
+        Returns
+        -------
+        ScoredTuples
+            Positions, text indices, window and tuple ids (for de-duplication) and scores.
+        """
+        table = tuple_table(tokens, offsets, self.context_width, vocab_size=self.vocab_size)
+        return self.score_table(table)
+
+    def score_table(self, table: TupleTable) -> ScoredTuples:
+        """Score the tuples of an already built :class:`TupleTable`."""
+        scores = self._tuple_scores(self._prf.tuple_values(table.windows(), table.next_tokens()))
+        return ScoredTuples(table=table, scores=scores)
+
+    def test(self, scores: np.ndarray, *, confidence_level: float = 0.95) -> TestResult:
+        """Exact test of H0 "the tokens are independent of the key" on de-duplicated scores.
+
+        ``scores`` has shape ``(n,)``: one score per distinct tuple.
+        """
+        return self._test(np.asarray(scores), confidence_level)
+
+    @abc.abstractmethod
+    def _test(self, scores: np.ndarray, confidence_level: float) -> TestResult: ...
+
+    # ---- embed side -------------------------------------------------------------------
+    @abc.abstractmethod
+    def sample(self, logits: np.ndarray, contexts: np.ndarray, rng: np.random.Generator, *,
+               temperature: float = 1.0, top_p: float = 1.0) -> np.ndarray:
+        """Draw one fingerprinted token per row.
+
+        Parameters
+        ----------
+        logits:
+            Shape ``(b, V)``, the model's next-token logits (natural-log units).
+        contexts:
+            Shape ``(b, h)``, each row's previous ``h`` tokens, oldest first; ``-1`` where
+            unknown (such rows are sampled without the fingerprint).
+        rng:
+            Source of the sampling randomness (the key supplies the fingerprint's).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(b,)``, int64 token ids.
+        """
+
+    def _row_values(self, contexts: np.ndarray) -> np.ndarray:
+        return self._prf.row_values(np.maximum(contexts, 0), self.vocab_size)
+
+
+def check_logits(logits: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Validate logits of shape ``(b, V)``; return them as float64."""
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or logits.shape[1] != vocab_size:
+        raise TokenError(f"logits must have shape (batch, {vocab_size}), got {logits.shape}")
+    if not np.issubdtype(logits.dtype, np.floating):
+        raise TokenError(f"logits must be floating point, got dtype {logits.dtype}")
+    return logits.astype(np.float64, copy=False)
+
+
+def check_contexts(contexts: np.ndarray, batch: int, h: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate contexts ``(b, h)``; return them as int64 and a ``(b,)`` mask of full windows."""
+    contexts = np.asarray(contexts)
+    if h == 0 and contexts.size == 0:
+        contexts = contexts.reshape(batch, 0)
+    if contexts.ndim != 2 or contexts.shape != (batch, h):
+        raise TokenError(f"contexts must have shape ({batch}, {h}), got {contexts.shape}")
+    if contexts.size and not np.issubdtype(contexts.dtype, np.integer):
+        raise TokenError(f"contexts must be integer token ids, got dtype {contexts.dtype}")
+    contexts = contexts.astype(np.int64, copy=False)
+    if contexts.size and (contexts.max() >= vocab_size or contexts.min() < -1):
+        bad = contexts[(contexts >= vocab_size) | (contexts < -1)][0]
+        raise TokenError(f"context token id {bad} outside [0, {vocab_size}) (use -1 for unknown)")
+    full = (contexts >= 0).all(axis=1) if h else np.ones(batch, dtype=bool)
+    return contexts, full
+
+
+def apply_temperature_top_p(logits: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
+    """Tempered, top-p truncated log-probabilities, shape ``(b, V)``; ``-inf`` outside the nucleus."""
+    if not temperature > 0:
+        raise ParameterError(f"temperature must be > 0, got {temperature!r}")
+    if not 0 < top_p <= 1:
+        raise ParameterError(f"top_p must be in (0, 1], got {top_p!r}")
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    if top_p < 1:
+        order = np.argsort(-logp, axis=1)
+        sorted_p = np.exp(np.take_along_axis(logp, order, axis=1))
+        cum = np.cumsum(sorted_p, axis=1)
+        drop_sorted = (cum - sorted_p) >= top_p  # keep the smallest prefix reaching top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=1)
+        logp = np.where(drop, -np.inf, logp)
+        logp = logp - np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    return logp
+
+
+def sample_from_logp(logp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One categorical draw per row of log-probabilities ``(b, V)`` -> ``(b,)`` int64."""
+    p = np.exp(logp - logp.max(axis=1, keepdims=True))
+    cum = np.cumsum(p, axis=1)
+    u = rng.random(p.shape[0]) * cum[:, -1]
+    idx = (cum < u[:, None]).sum(axis=1)
+    return np.minimum(idx, p.shape[1] - 1).astype(np.int64)
