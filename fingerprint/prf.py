@@ -138,8 +138,9 @@ class KeyedPRF:
 def to_unit_interval(values: np.ndarray) -> np.ndarray:
     """Map uint64 PRF values to floats uniform on the open interval (0, 1).
 
-    Uses the top 53 bits: ``(v >> 11 + 0.5) / 2**53``, so 0 and 1 are never produced.
-    Shape is preserved; dtype float64.
+    Uses the top 52 bits: ``((v >> 12) + 0.5) / 2**52``, exactly representable, so 0 and 1
+    are never produced (53 bits would round the largest value to 1.0). Shape is preserved;
+    dtype float64.
     """
-    top = (np.asarray(values, dtype=np.uint64) >> np.uint64(11)).astype(np.float64)
-    return (top + 0.5) * (2.0 ** -53)
+    top = (np.asarray(values, dtype=np.uint64) >> np.uint64(12)).astype(np.float64)
+    return (top + 0.5) * (2.0 ** -52)

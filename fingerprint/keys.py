@@ -1,0 +1,200 @@
+"""Fingerprint keys: a 256-bit secret, a scheme with its parameters, and a vocabulary size.
+
+A key file is JSON written with mode 0600::
+
+    {"format": "fingerprint-key", "version": 1, "key_id": "...", "scheme": "greenlist",
+     "params": {"context_width": 2, "gamma": 0.25, "delta": 3.0}, "vocab_size": 8192,
+     "secret": "<64 hex digits>"}
+
+The key id is a keyed-hash fingerprint of the secret (BLAKE2b with its own personalisation),
+so it identifies a key in reports without revealing anything about the secret.
+``repr()``/``str()`` never show the secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets as _secrets
+from pathlib import Path
+from typing import Any
+
+from .errors import KeyFileError, ParameterError
+from .schemes import Scheme, make_scheme, scheme_class
+
+__all__ = ["FingerprintKey", "SECRET_BYTES"]
+
+SECRET_BYTES = 32
+_FORMAT = "fingerprint-key"
+_VERSION = 1
+_FIELDS = ("format", "version", "key_id", "scheme", "params", "vocab_size", "secret")
+
+
+def _key_id(secret: bytes) -> str:
+    return hashlib.blake2b(secret, digest_size=16, person=b"fingerprint.kid1").hexdigest()
+
+
+class FingerprintKey:
+    """A secret fingerprint key.
+
+    Parameters
+    ----------
+    secret:
+        32 bytes; use :meth:`generate` to draw one from the OS CSPRNG.
+    scheme:
+        A scheme name (``greenlist``, ``gumbel``, ``tournament``).
+    params:
+        Scheme parameters; missing ones take the scheme's defaults.
+    vocab_size:
+        Width of the model's logits ``V`` (token ids are in ``[0, V)``).
+    """
+
+    __slots__ = ("_secret", "scheme", "params", "vocab_size", "key_id")
+
+    def __init__(self, secret: bytes, scheme: str, params: dict[str, Any] | None, vocab_size: int) -> None:
+        if not isinstance(secret, (bytes, bytearray)) or len(secret) != SECRET_BYTES:
+            raise ParameterError(f"secret must be {SECRET_BYTES} bytes")
+        cls = scheme_class(scheme)
+        merged = {**cls.defaults, **(params or {})}
+        unknown = set(merged) - set(cls.defaults)
+        if unknown:
+            raise ParameterError(f"scheme {scheme!r}: unknown parameter(s) {sorted(unknown)}; "
+                                 f"known: {sorted(cls.defaults)}")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
+            raise ParameterError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
+        self._secret = bytes(secret)
+        self.scheme: str = scheme
+        self.params: dict[str, Any] = cls.validate_params(merged)
+        self.vocab_size: int = vocab_size
+        self.key_id: str = _key_id(self._secret)
+
+    # ---- construction ------------------------------------------------------------------
+    @classmethod
+    def generate(cls, scheme: str, *, vocab_size: int, **params: Any) -> "FingerprintKey":
+        """A new key with a secret from the operating system's CSPRNG."""
+        return cls(_secrets.token_bytes(SECRET_BYTES), scheme, params, vocab_size)
+
+    def decoys(self, n: int, *, seed: int) -> list["FingerprintKey"]:
+        """``n`` decoy keys: same scheme, parameters and vocabulary, independent secrets.
+
+        Decoy secrets are derived from ``seed`` alone (never from this key's secret), so the
+        same seed gives the same decoys and publishing them reveals nothing.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ParameterError(f"number of decoys must be an integer >= 0, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ParameterError(f"decoy seed must be an integer, got {seed!r}")
+        out = []
+        for i in range(n):
+            secret = hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=SECRET_BYTES,
+                                     person=b"fingerprint.dcy1").digest()
+            out.append(FingerprintKey(secret, self.scheme, self.params, self.vocab_size))
+        return out
+
+    def scheme_object(self) -> Scheme:
+        """The keyed scheme (embed and score sides) for this key."""
+        return make_scheme(self.scheme, self._secret, self.vocab_size, **self.params)
+
+    # ---- persistence -------------------------------------------------------------------
+    def to_public_dict(self) -> dict[str, Any]:
+        """Everything but the secret: safe to put in a report."""
+        return {"key_id": self.key_id, "scheme": self.scheme, "params": dict(self.params),
+                "vocab_size": self.vocab_size}
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the key as JSON with file mode 0600. Refuses to overwrite unless asked."""
+        path = Path(path)
+        data = {"format": _FORMAT, "version": _VERSION, **self.to_public_dict(),
+                "secret": self._secret.hex()}
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            raise KeyFileError(f"{path}: already exists; refusing to overwrite a key "
+                               f"(pass overwrite=True / --force)") from None
+        except OSError as exc:
+            raise KeyFileError(f"{path}: cannot write key file: {exc.strerror}") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "FingerprintKey":
+        """Read and validate a key file; errors name the file and the bad field."""
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise KeyFileError(f"{path}: not UTF-8 (byte {exc.start})") from None
+        except json.JSONDecodeError as exc:
+            raise KeyFileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                               f"{exc.msg})") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "key") -> "FingerprintKey":
+        """Build a key from the parsed JSON of a key file, validating every field."""
+        if not isinstance(data, dict):
+            raise KeyFileError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        for field in _FIELDS:
+            if field not in data:
+                raise KeyFileError(f"{source}: field {field!r} missing")
+        extra = sorted(set(data) - set(_FIELDS))
+        if extra:
+            raise KeyFileError(f"{source}: unknown field(s) {extra}")
+        if data["format"] != _FORMAT:
+            raise KeyFileError(f"{source}: field 'format' must be {_FORMAT!r}, got {data['format']!r}")
+        if data["version"] != _VERSION:
+            raise KeyFileError(f"{source}: field 'version' must be {_VERSION}, got {data['version']!r}")
+        secret_hex = data["secret"]
+        if not isinstance(secret_hex, str) or len(secret_hex) != 2 * SECRET_BYTES:
+            raise KeyFileError(f"{source}: field 'secret' must be {2 * SECRET_BYTES} hex digits")
+        try:
+            secret = bytes.fromhex(secret_hex)
+        except ValueError:
+            raise KeyFileError(f"{source}: field 'secret' is not hexadecimal") from None
+        if not isinstance(data["params"], dict):
+            raise KeyFileError(f"{source}: field 'params' must be an object, got "
+                               f"{type(data['params']).__name__}")
+        vocab = data["vocab_size"]
+        if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 2:
+            raise KeyFileError(f"{source}: field 'vocab_size' must be an integer >= 2, got {vocab!r}")
+        if not isinstance(data["scheme"], str):
+            raise KeyFileError(f"{source}: field 'scheme' must be a string, got {data['scheme']!r}")
+        try:
+            key = cls(secret, data["scheme"], data["params"], vocab)
+        except ParameterError as exc:
+            field = "scheme" if "unknown scheme" in str(exc) else "params"
+            raise KeyFileError(f"{source}: field {field!r}: {exc}") from None
+        if data["key_id"] != key.key_id:
+            raise KeyFileError(f"{source}: field 'key_id' does not match the secret "
+                               f"(file corrupted or edited)")
+        return key
+
+    # ---- never show the secret ----------------------------------------------------------
+    def __repr__(self) -> str:
+        return (f"FingerprintKey(key_id={self.key_id!r}, scheme={self.scheme!r}, "
+                f"params={self.params!r}, vocab_size={self.vocab_size}, secret=<hidden>)")
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FingerprintKey):
+            return NotImplemented
+        return (self.key_id == other.key_id and self.scheme == other.scheme
+                and self.params == other.params and self.vocab_size == other.vocab_size)
+
+    def __hash__(self) -> int:
+        return hash((self.key_id, self.scheme, self.vocab_size))
+
+    def __getstate__(self) -> None:
+        raise TypeError("FingerprintKey is not picklable (it would copy the secret); use save()")

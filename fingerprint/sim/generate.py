@@ -1,0 +1,70 @@
+"""Sampling from a local language model, optionally through a fingerprint scheme's embed side.
+
+The loop runs over positions, never over tokens of the batch: each step asks the model for
+``(b, V)`` log-probabilities and the scheme (the same code a lab would put in its server)
+for ``b`` tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..schemes import Scheme
+from ..schemes.base import apply_temperature_top_p, sample_from_logp
+
+__all__ = ["LanguageModel", "generate"]
+
+
+class LanguageModel(Protocol):
+    """Anything with a fixed context size and batched next-token log-probabilities."""
+
+    vocab_size: int
+
+    @property
+    def context_size(self) -> int: ...
+
+    def next_logprobs(self, contexts: np.ndarray) -> np.ndarray: ...
+
+
+def _tail(history: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """Last ``width`` tokens of each row of a right-padded history; ``-1`` where missing."""
+    if width == 0:
+        return np.zeros((history.shape[0], 0), dtype=np.int64)
+    idx = lengths[:, None] + np.arange(-width, 0)
+    out = np.take_along_axis(history, np.maximum(idx, 0), axis=1)
+    out[idx < 0] = -1
+    return out
+
+
+def generate(model: LanguageModel, prompts: Sequence[np.ndarray], max_new_tokens: int,
+             rng: np.random.Generator, *, scheme: Scheme | None = None, temperature: float = 1.0,
+             top_p: float = 1.0, batch_size: int = 64) -> list[np.ndarray]:
+    """Continue each prompt by ``max_new_tokens`` tokens.
+
+    ``prompts``: token-id arrays (may be empty). With ``scheme`` the fingerprint is embedded;
+    its windows reach back into the prompt, as a server's would. Returns one int64 array of
+    new tokens per prompt.
+    """
+    out: list[np.ndarray] = []
+    c = model.context_size
+    for start in range(0, len(prompts), batch_size):
+        chunk = [np.asarray(p, dtype=np.int64) for p in prompts[start:start + batch_size]]
+        b = len(chunk)
+        lengths = np.array([p.size for p in chunk], dtype=np.int64)
+        history = np.zeros((b, int(lengths.max(initial=0)) + max_new_tokens), dtype=np.int64)
+        for i, p in enumerate(chunk):
+            history[i, :p.size] = p
+        for _ in range(max_new_tokens):
+            logp = model.next_logprobs(_tail(history, lengths, c))
+            if scheme is None:
+                nxt = sample_from_logp(apply_temperature_top_p(logp, temperature, top_p), rng)
+            else:
+                nxt = scheme.sample(logp, _tail(history, lengths, scheme.context_width), rng,
+                                    temperature=temperature, top_p=top_p)
+            history[np.arange(b), lengths] = nxt
+            lengths += 1
+        for i, p in enumerate(chunk):
+            out.append(history[i, p.size:p.size + max_new_tokens].copy())
+    return out
