@@ -126,13 +126,17 @@ class KeyedPRF:
         """CBC-MAC of ``blocks`` (shape ``(n, k, 4)`` uint32) -> low 64 bits, shape ``(n,)``."""
         n, k, _ = blocks.shape
         encryptor = Cipher(algorithms.AES(self._aes_key), modes.ECB()).encryptor()
-        state = np.zeros((n, 4), dtype="<u4")
+        # update_into needs room for one extra block; buffers are passed without copies
+        out = np.empty(n * 4 + 4, dtype="<u4")
+        state = out[:n * 4].reshape(n, 4)
         for j in range(k):
-            chained = np.bitwise_xor(state, blocks[:, j, :]) if j else np.ascontiguousarray(blocks[:, 0, :])
-            out = encryptor.update(chained.tobytes())
-            state = np.frombuffer(out, dtype="<u4").reshape(n, 4)
+            if j:
+                chained = np.bitwise_xor(state, blocks[:, j, :])
+            else:
+                chained = np.ascontiguousarray(blocks[:, 0, :])
+            encryptor.update_into(memoryview(chained).cast("B"), memoryview(out).cast("B"))
         encryptor.finalize()
-        return np.frombuffer(state.tobytes(), dtype="<u8").reshape(n, 2)[:, 0].astype(np.uint64)
+        return state.view("<u8")[:, 0].astype(np.uint64)
 
 
 def to_unit_interval(values: np.ndarray) -> np.ndarray:

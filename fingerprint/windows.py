@@ -108,19 +108,36 @@ def ngram_ids(tokens: np.ndarray, ends: np.ndarray, width: int, vocab_size: int)
     return ids
 
 
-def first_occurrence_mask(ids: np.ndarray) -> np.ndarray:
-    """Mark the first occurrence (in array order) of every distinct id.
-
-    Shape ``(n,)`` -> ``(n,)`` bool. Sort-based; several times faster than ``np.unique``.
-    """
-    n = ids.shape[0]
-    mask = np.zeros(n, dtype=bool)
-    if n == 0:
-        return mask
+def _first_by_argsort(ids: np.ndarray) -> np.ndarray:
+    mask = np.zeros(ids.size, dtype=bool)
     order = np.argsort(ids)
     s = ids[order]
     starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
     mask[np.minimum.reduceat(order, starts)] = True
+    return mask
+
+
+def first_occurrence_mask(ids: np.ndarray) -> np.ndarray:
+    """Mark the first occurrence (in array order) of every distinct id.
+
+    Shape ``(n,)`` -> ``(n,)`` bool. Sort-based (``np.unique`` is many times slower here).
+    A value sort (fast) finds the repeated ids first; when few ids repeat, only those go
+    through the slower index sort.
+    """
+    n = ids.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    s = np.sort(ids)
+    same = s[1:] == s[:-1]
+    if not same.any():
+        return np.ones(n, dtype=bool)
+    repeated = s[1:][same]
+    repeated = repeated[np.concatenate(([True], repeated[1:] != repeated[:-1]))]
+    if repeated.size > 1 << 16:  # membership search is fast only while the set stays in cache
+        return _first_by_argsort(ids)
+    idx = np.flatnonzero(_is_member(ids, repeated))
+    mask = np.ones(n, dtype=bool)
+    mask[idx] = _first_by_argsort(ids[idx])
     return mask
 
 
@@ -200,19 +217,56 @@ class TupleTable:
         return self.tokens[pos]
 
 
+def _full_window_mask(offsets: np.ndarray, n_tokens: int, h: int) -> np.ndarray:
+    """``(N,)`` bool: token has at least ``h`` predecessors inside its own text."""
+    mask = np.ones(n_tokens, dtype=bool)
+    starts, ends = offsets[:-1], offsets[1:]
+    for j in range(h):  # loop over window columns, not tokens
+        idx = starts + j
+        mask[idx[idx < ends]] = False
+    return mask
+
+
+def _all_ngram_ids(tokens: np.ndarray, width: int, vocab_size: int) -> np.ndarray:
+    """Ids of the n-grams ending at every position ``>= width - 1``; ``(N,)`` uint64, with
+    zeros where no n-gram ends. Uses slices, not gathers (several times faster)."""
+    n = tokens.size
+    ids = np.zeros(n, dtype=np.uint64)
+    if width == 0 or n < width:
+        return ids
+    bits = max(1, int(vocab_size - 1).bit_length())
+    t64 = tokens.astype(np.uint64)
+    out = ids[width - 1:]
+    if width * bits <= 64:
+        for j in range(width):
+            col = t64[j:n - width + 1 + j]
+            if j:
+                out |= col << np.uint64(bits * j)
+            else:
+                out |= col
+    else:
+        for j in range(width):
+            out[:] = _splitmix64(out ^ t64[j:n - width + 1 + j])
+    return ids
+
+
 def tuple_table(tokens: np.ndarray, offsets: np.ndarray, context_width: int, *,
                 vocab_size: int) -> TupleTable:
     """Build the :class:`TupleTable` of a corpus (validates the tokens against ``vocab_size``)."""
     tokens, offsets = check_tokens(tokens, offsets, vocab_size)
     h = int(context_width)
-    lengths = np.diff(offsets)
-    text_of_token = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
-    pos_in_text = np.arange(tokens.size, dtype=np.int64) - offsets[text_of_token]
-    positions = np.flatnonzero(pos_in_text >= h).astype(np.int64)
-    text_index = text_of_token[positions]
-    window_ids = ngram_ids(tokens, positions - 1, h, vocab_size)
-    tuple_ids = ngram_ids(tokens, positions, h + 1, vocab_size)
-    return TupleTable(tokens, offsets, h, int(vocab_size), positions, text_index, window_ids, tuple_ids)
+    positions = np.flatnonzero(_full_window_mask(offsets, tokens.size, h))
+    text_index = np.repeat(np.arange(offsets.size - 1, dtype=np.int64), np.diff(offsets))[positions]
+    tuple_ids = _all_ngram_ids(tokens, h + 1, vocab_size)[positions]
+    bits = max(1, int(vocab_size - 1).bit_length())
+    if h == 0:
+        window_ids = np.zeros(positions.size, dtype=np.uint64)
+    elif (h + 1) * bits <= 64:  # exact packing: the window is the low h fields of the tuple
+        window_ids = tuple_ids & np.uint64((1 << (bits * h)) - 1)
+    else:
+        window_ids = _all_ngram_ids(tokens, h, vocab_size)[positions - 1]
+    return TupleTable(tokens, offsets, h, int(vocab_size), positions, text_index,
+                      window_ids, tuple_ids)
 
 
 @dataclass(frozen=True, eq=False)

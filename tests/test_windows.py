@@ -139,3 +139,28 @@ def test_empty_texts_are_fine():
     t = tuple_table(np.zeros(0, np.int64), np.array([0, 0, 0]), 2, vocab_size=10)
     sel = select_tuples(t)
     assert len(t) == 0 and sel.counts.scored == 0
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1) | st.integers(0, 5), max_size=300))
+def test_first_occurrence_matches_unique(values):
+    ids = np.array(values, dtype=np.uint64)
+    expected = np.zeros(ids.size, dtype=bool)
+    if ids.size:
+        expected[np.unique(ids, return_index=True)[1]] = True
+    assert np.array_equal(first_occurrence_mask(ids), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 7), max_size=12), max_size=8), st.integers(0, 3))
+def test_selection_scores_each_distinct_tuple_once(texts, h):
+    tokens, offsets = flat(texts)
+    t = tuple_table(tokens, offsets, h, vocab_size=8)
+    sel = select_tuples(t)
+    kept = {tuple(w) + (int(x),) for w, x in zip(t.windows(sel.mask).tolist(), t.next_tokens(sel.mask))}
+    every = {tuple(w) + (int(x),) for w, x in zip(t.windows().tolist(), t.next_tokens())}
+    assert kept == every and sel.counts.scored == len(every)
