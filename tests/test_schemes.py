@@ -128,3 +128,12 @@ def test_embed_bad_input(name):
 def test_vocab_size_validated():
     with pytest.raises(ParameterError, match="vocab_size"):
         GreenlistScheme(SECRET, 1)
+
+
+def test_empty_texts_raise_unless_allowed():
+    s = GreenlistScheme(SECRET, 50)
+    with pytest.raises(TokenError, match="text 1 is empty"):
+        s.score(np.array([1, 2, 3, 4]), np.array([0, 4, 4]))
+    with pytest.raises(TokenError, match="no texts"):
+        s.score(np.zeros(0, int), np.array([0]))
+    assert len(s.score(np.array([1, 2, 3, 4]), np.array([0, 4, 4]), allow_empty=True).table) == 2

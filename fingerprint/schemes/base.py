@@ -84,7 +84,7 @@ class Scheme(abc.ABC):
     @abc.abstractmethod
     def _tuple_scores(self, values: np.ndarray) -> np.ndarray: ...
 
-    def score(self, tokens: np.ndarray, offsets: np.ndarray) -> ScoredTuples:
+    def score(self, tokens: np.ndarray, offsets: np.ndarray, *, allow_empty: bool = False) -> ScoredTuples:
         """Score every token that has a full context window inside its text.
 
         Parameters
@@ -93,6 +93,9 @@ class Scheme(abc.ABC):
             Shape ``(N,)``, integer token ids of all texts concatenated.
         offsets:
             Shape ``(T + 1,)``, text ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``.
+        allow_empty:
+            Accept empty texts (and an empty corpus). By default they raise
+            :class:`TokenError`: an empty response usually means a broken input.
 
         Returns
         -------
@@ -100,6 +103,13 @@ class Scheme(abc.ABC):
             Positions, text indices, window and tuple ids (for de-duplication) and scores.
         """
         table = tuple_table(tokens, offsets, self.context_width, vocab_size=self.vocab_size)
+        if not allow_empty:
+            if table.n_texts == 0:
+                raise TokenError("no texts to score (offsets has length 1)")
+            empty = np.flatnonzero(np.diff(table.offsets) == 0)
+            if empty.size:
+                raise TokenError(f"text {int(empty[0])} is empty ({empty.size} empty text(s) in all; "
+                                 f"pass allow_empty=True to score the others)")
         return self.score_table(table)
 
     def score_table(self, table: TupleTable) -> ScoredTuples:
