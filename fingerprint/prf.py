@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .errors import ParameterError, TokenError
 
-__all__ = ["KeyedPRF", "to_unit_interval", "MAX_CONTEXT_WIDTH", "TOKEN_LIMIT"]
+__all__ = ["KeyedPRF", "encode_tuples", "to_unit_interval", "MAX_CONTEXT_WIDTH", "TOKEN_LIMIT"]
 
 #: Tuples carry at most this many context tokens.
 MAX_CONTEXT_WIDTH = 64
@@ -82,24 +82,14 @@ class KeyedPRF:
         numpy.ndarray
             Shape ``(n,)``, dtype uint64: independent uniform 64-bit values, one per tuple.
         """
-        windows = np.asarray(windows)
-        tokens = np.asarray(tokens)
-        if windows.ndim != 2 or tokens.ndim != 1 or windows.shape[0] != tokens.shape[0]:
-            raise TokenError(
-                f"windows must have shape (n, h) and tokens shape (n,); got {windows.shape} "
-                f"and {tokens.shape}")
-        h = windows.shape[1]
-        if h > MAX_CONTEXT_WIDTH:
-            raise ParameterError(f"context width h={h} exceeds the maximum {MAX_CONTEXT_WIDTH}")
-        n = tokens.shape[0]
-        n_words = h + 2
-        n_blocks = -(-n_words // 4)
-        words = np.zeros((n, n_blocks * 4), dtype="<u4")
-        words[:, 0] = _TAG | h
-        if h:
-            words[:, 1:h + 1] = windows
-        words[:, h + 1] = tokens
-        return self._cbc_mac(words.reshape(n, n_blocks, 16 // 4))
+        return self.values_of_blocks(encode_tuples(windows, tokens))
+
+    def values_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
+        """PRF values ``(n,)`` uint64 of tuples already laid out by :func:`encode_tuples`.
+
+        Encoding once and keying many times is how decoy keys share the work.
+        """
+        return self._cbc_mac(blocks)
 
     def row_values(self, windows: np.ndarray, vocab_size: int) -> np.ndarray:
         """Values of every token of the vocabulary after each window (the embed side).
@@ -137,6 +127,28 @@ class KeyedPRF:
             encryptor.update_into(memoryview(chained).cast("B"), memoryview(out).cast("B"))
         encryptor.finalize()
         return state.view("<u8")[:, 0].astype(np.uint64)
+
+
+def encode_tuples(windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Lay out tuples as AES blocks: windows ``(n, h)`` and tokens ``(n,)`` ->
+    ``(n, k, 4)`` little-endian uint32 with ``k = ceil((h + 2) / 4)``. Key-independent."""
+    windows = np.asarray(windows)
+    tokens = np.asarray(tokens)
+    if windows.ndim != 2 or tokens.ndim != 1 or windows.shape[0] != tokens.shape[0]:
+        raise TokenError(
+            f"windows must have shape (n, h) and tokens shape (n,); got {windows.shape} "
+            f"and {tokens.shape}")
+    h = windows.shape[1]
+    if h > MAX_CONTEXT_WIDTH:
+        raise ParameterError(f"context width h={h} exceeds the maximum {MAX_CONTEXT_WIDTH}")
+    n = tokens.shape[0]
+    n_blocks = -(-(h + 2) // 4)
+    words = np.zeros((n, n_blocks * 4), dtype="<u4")
+    words[:, 0] = _TAG | h
+    if h:
+        words[:, 1:h + 1] = windows
+    words[:, h + 1] = tokens
+    return words.reshape(n, n_blocks, 4)
 
 
 def to_unit_interval(values: np.ndarray) -> np.ndarray:

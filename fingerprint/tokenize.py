@@ -1,12 +1,20 @@
 """The owner's tokenizer: many texts -> one flat token array plus offsets.
 
-Wraps a Hugging Face ``tokenizers`` tokenizer (a ``tokenizer.json``). Batches are encoded
-by the library's Rust code on all cores; the result is two numpy arrays, so nothing
-downstream loops over tokens in Python.
+Two kinds are supported:
+
+* a Hugging Face ``tokenizers`` tokenizer (``tokenizer.json``), the core dependency;
+* a tiktoken rank file (lines of ``<base64 token> <rank>``, as OpenAI and Qwen ship), through
+  the optional extra ``fingerprint[tiktoken]``, with a split pattern (Qwen's by default).
+
+Batches are encoded by the libraries' native code on all cores; the result is two numpy
+arrays, so nothing downstream loops over tokens in Python.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import itertools
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +24,11 @@ from tokenizers import Tokenizer
 
 from .errors import InputError
 
-__all__ = ["TokenizerWrapper", "load_tokenizer"]
+__all__ = ["TokenizerWrapper", "TiktokenTokenizer", "load_tokenizer", "QWEN_PATTERN"]
+
+#: The pre-tokenization pattern of Qwen's tiktoken tokenizers (the default for rank files).
+QWEN_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 
 
 class TokenizerWrapper:
@@ -44,20 +56,12 @@ class TokenizerWrapper:
         offsets:
             ``(T + 1,)`` int64; text ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``.
         """
-        parts: list[np.ndarray] = []
-        lengths = np.zeros(len(texts), dtype=np.int64)
+        rows: list[list[int]] = []
+        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
         for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start:start + batch_size])
-            encodings = self._tok.encode_batch_fast(chunk, add_special_tokens=False) \
-                if hasattr(self._tok, "encode_batch_fast") else \
-                self._tok.encode_batch(chunk, add_special_tokens=False)
-            for j, enc in enumerate(encodings):
-                ids = np.asarray(enc.ids, dtype=np.int64)
-                lengths[start + j] = ids.size
-                parts.append(ids)
-        tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
-        return tokens, offsets
+            rows.extend(enc.ids for enc in encode(list(texts[start:start + batch_size]),
+                                                  add_special_tokens=False))
+        return _flatten(rows)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
@@ -66,11 +70,77 @@ class TokenizerWrapper:
         return self._tok.decode_batch([[int(i) for i in r] for r in rows], skip_special_tokens=False)
 
 
-def load_tokenizer(path: str | os.PathLike[str]) -> TokenizerWrapper:
-    """Load a ``tokenizer.json``; :class:`InputError` naming the file if it does not load."""
+def _flatten(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    if not rows:
+        return np.zeros(0, dtype=np.int64), offsets
+    return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(offsets[-1])), offsets
+
+
+class TiktokenTokenizer:
+    """A tiktoken BPE from a rank file; same interface as :class:`TokenizerWrapper`."""
+
+    def __init__(self, path: str | os.PathLike[str], *, pattern: str = QWEN_PATTERN) -> None:
+        try:
+            import tiktoken
+        except ImportError:
+            raise InputError(f"{path}: reading tiktoken rank files needs the optional extra: "
+                             f"pip install 'fingerprint[tiktoken]'") from None
+        ranks: dict[bytes, int] = {}
+        try:
+            with open(path, "rb") as fh:
+                for lineno, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    token, rank = line.split()
+                    ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except (ValueError, binascii.Error):
+            raise InputError(f"{path} line {lineno}: not a tiktoken rank line "
+                             f"('<base64 token> <rank>')") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read tokenizer: {exc.strerror}") from None
+        if not ranks:
+            raise InputError(f"{path}: tiktoken rank file is empty")
+        self._enc = tiktoken.Encoding(name=Path(path).stem, pat_str=pattern, mergeable_ranks=ranks,
+                                      special_tokens={})
+        self._vocab_size = max(ranks.values()) + 1
+        self.source = str(path)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def encode_batch(self, texts: Sequence[str], *, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        rows: list[list[int]] = []
+        threads = os.cpu_count() or 1
+        for start in range(0, len(texts), batch_size):
+            rows.extend(self._enc.encode_ordinary_batch(list(texts[start:start + batch_size]),
+                                                        num_threads=threads))
+        return _flatten(rows)
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        return self._enc.decode([int(i) for i in ids])
+
+    def decode_batch(self, rows: Sequence[Sequence[int]]) -> list[str]:
+        return [self.decode(r) for r in rows]
+
+
+Tokenizer_ = TokenizerWrapper | TiktokenTokenizer
+
+
+def load_tokenizer(path: str | os.PathLike[str], *, tiktoken_pattern: str | None = None) -> Tokenizer_:
+    """Load a ``tokenizer.json`` or a tiktoken rank file.
+
+    Raises :class:`InputError` naming the file if it does not load.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: tokenizer file not found")
+    with open(path, "rb") as fh:
+        head = fh.read(256).lstrip()
+    if not head.startswith(b"{"):
+        return TiktokenTokenizer(path, pattern=tiktoken_pattern or QWEN_PATTERN)
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on malformed files

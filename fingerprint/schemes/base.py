@@ -117,15 +117,40 @@ class Scheme(abc.ABC):
         scores = self._tuple_scores(self._prf.tuple_values(table.windows(), table.next_tokens()))
         return ScoredTuples(table=table, scores=scores)
 
+    def scores_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
+        """Per-tuple scores ``(n,)`` of tuples encoded with :func:`fingerprint.prf.encode_tuples`."""
+        return self._tuple_scores(self._prf.values_of_blocks(blocks))
+
     def test(self, scores: np.ndarray, *, confidence_level: float = 0.95) -> TestResult:
         """Exact test of H0 "the tokens are independent of the key" on de-duplicated scores.
 
         ``scores`` has shape ``(n,)``: one score per distinct tuple.
         """
-        return self._test(np.asarray(scores), confidence_level)
+        scores = np.asarray(scores)
+        total = float(scores.sum(dtype=np.float64))
+        return self.test_totals(total, int(scores.size), confidence_level=confidence_level)
 
     @abc.abstractmethod
-    def _test(self, scores: np.ndarray, confidence_level: float) -> TestResult: ...
+    def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
+        """Exact test from the sum of ``n_tuples`` distinct tuples' scores."""
+
+    @abc.abstractmethod
+    def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
+        """Vectorized exact log10 p-values for many (total, n_tuples) pairs, shape ``(r,)``."""
+
+    @abc.abstractmethod
+    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int, u: np.ndarray) -> np.ndarray:
+        """Randomized p-values (exactly U(0, 1) under H0, also for discrete statistics):
+        ``P[T > t] + u * P[T = t]``; shape ``(r,)``."""
+
+    @abc.abstractmethod
+    def log10_bayes_factor(self, total: float, n_tuples: int, effect_max: float | None = None) -> float:
+        """log10 Bayes factor of H1 (effect ~ Uniform(0, effect_max)) against H0."""
+
+    @property
+    @abc.abstractmethod
+    def effect_prior_default(self) -> float:
+        """Default upper end of the uniform prior over the effect under H1."""
 
     # ---- embed side -------------------------------------------------------------------
     @abc.abstractmethod

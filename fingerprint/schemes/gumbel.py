@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..prf import to_unit_interval
-from ..stats import TestResult, gamma_test
+from scipy import special
+
+from ..stats import TestResult, gamma_test, log10_bayes_factor_gamma, log10_gamma_sf_array
 from .base import Scheme, apply_temperature_top_p, check_contexts, check_logits, sample_from_logp
 
 __all__ = ["GumbelScheme"]
@@ -35,9 +37,22 @@ class GumbelScheme(Scheme):
     def _tuple_scores(self, values: np.ndarray) -> np.ndarray:
         return -np.log1p(-to_unit_interval(values))
 
-    def _test(self, scores: np.ndarray, confidence_level: float) -> TestResult:
-        return gamma_test(float(scores.sum(dtype=np.float64)), int(scores.size),
-                          confidence_level=confidence_level)
+    def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
+        return gamma_test(float(total), int(n_tuples), confidence_level=confidence_level)
+
+    def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
+        return log10_gamma_sf_array(totals, n_tuples)
+
+    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int, u: np.ndarray) -> np.ndarray:
+        return special.gammaincc(n_tuples, np.asarray(totals, dtype=np.float64)) if n_tuples else u
+
+    @property
+    def effect_prior_default(self) -> float:
+        return 0.5
+
+    def log10_bayes_factor(self, total: float, n_tuples: int, effect_max: float | None = None) -> float:
+        e = self.effect_prior_default if effect_max is None else effect_max
+        return log10_bayes_factor_gamma(float(total), int(n_tuples), e)
 
     def sample(self, logits: np.ndarray, contexts: np.ndarray, rng: np.random.Generator, *,
                temperature: float = 1.0, top_p: float = 1.0) -> np.ndarray:

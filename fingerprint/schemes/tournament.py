@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from ..stats import TestResult, binomial_test
+from scipy import stats
+
+from ..stats import TestResult, binomial_test, log10_bayes_factor_binomial, log10_binomial_sf_array
 from .base import Scheme, apply_temperature_top_p, check_contexts, check_logits, sample_from_logp
 
 __all__ = ["TournamentScheme", "MAX_LAYERS"]
@@ -60,10 +62,26 @@ class TournamentScheme(Scheme):
     def _tuple_scores(self, values: np.ndarray) -> np.ndarray:
         return _popcount64(values & self._layer_mask)
 
-    def _test(self, scores: np.ndarray, confidence_level: float) -> TestResult:
+    def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
         m = self.params["layers"]
-        return binomial_test(int(scores.sum(dtype=np.int64)), m * int(scores.size), 0.5,
-                             confidence_level=confidence_level)
+        return binomial_test(int(round(total)), m * int(n_tuples), 0.5, confidence_level=confidence_level)
+
+    def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
+        return log10_binomial_sf_array(np.rint(totals), self.params["layers"] * np.asarray(n_tuples), 0.5)
+
+    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int, u: np.ndarray) -> np.ndarray:
+        k = np.rint(totals)
+        n = self.params["layers"] * n_tuples
+        return stats.binom.sf(k, n, 0.5) + u * stats.binom.pmf(k, n, 0.5)
+
+    @property
+    def effect_prior_default(self) -> float:
+        return 0.1
+
+    def log10_bayes_factor(self, total: float, n_tuples: int, effect_max: float | None = None) -> float:
+        """Treats the m g-bits of a tuple as independent under H1 too (they are under H0)."""
+        e = self.effect_prior_default if effect_max is None else effect_max
+        return log10_bayes_factor_binomial(int(round(total)), self.params["layers"] * int(n_tuples), 0.5, e)
 
     def tournament_logp(self, logp: np.ndarray, contexts: np.ndarray) -> np.ndarray:
         """Exact output distribution of the tournament, as log-probabilities ``(b, V)``, for

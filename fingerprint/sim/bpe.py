@@ -9,7 +9,7 @@ from typing import Sequence
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ..tokenize import TokenizerWrapper, load_tokenizer
-from .corpus import cache_dir, corpus_digest
+from .english import cache_dir, corpus_digest
 
 __all__ = ["train_bpe_tokenizer"]
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..tokenize import TokenizerWrapper
 from .bpe import train_bpe_tokenizer
-from .corpus import cache_dir, corpus_digest, load_corpus
+from .english import cache_dir, corpus_digest, load_corpus
 from .ngram import NgramLM
 
 __all__ = ["Teacher", "build_teacher"]

@@ -1,0 +1,270 @@
+"""Reading and validating inputs: suspect exchanges, served outputs, plain text.
+
+Accepted inputs (detected per file, and per line inside JSONL files):
+
+* **Exchanges JSONL**: one object per line, ``{"id", "prompt", "response"}``; ``prompt`` is a
+  string or an OpenAI-style messages list (``[{"role", "content"}]``, where ``content`` is a
+  string or a list of ``{"type": "text", "text"}`` parts).
+* **Evidence JSONL** written by ``fingerprint collect``: records carrying ``request``,
+  ``response``, ``status`` and ``prev_sha256``; read unchanged. Each choice of a successful
+  response is one exchange; failed requests are counted, not read.
+* **Plain text**: any other file is one response with an empty prompt.
+
+Every problem names the file, the line and the field, e.g.
+``responses.jsonl line 12: field "response" missing``. With ``skip_invalid`` the record is
+skipped and counted instead; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import InputError
+
+__all__ = ["Exchange", "InputFile", "SkippedRecord", "ExchangeSet", "read_exchanges", "sha256_file",
+           "messages_text"]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One prompt and one response. ``source`` is ``file:line`` (or the file for plain text)."""
+
+    id: str
+    prompt: str
+    response: str
+    source: str
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An input file, its SHA-256 and what was read from it."""
+
+    path: str
+    sha256: str
+    format: str  # "exchanges", "evidence", "text"
+    records: int
+
+
+@dataclass(frozen=True)
+class SkippedRecord:
+    file: str
+    line: int
+    reason: str
+
+
+@dataclass
+class ExchangeSet:
+    """Exchanges read from one or more files, with what was skipped and why."""
+
+    exchanges: list[Exchange] = field(default_factory=list)
+    files: list[InputFile] = field(default_factory=list)
+    skipped: list[SkippedRecord] = field(default_factory=list)
+    failed_requests: int = 0
+
+    @property
+    def prompts(self) -> list[str]:
+        return [e.prompt for e in self.exchanges]
+
+    @property
+    def responses(self) -> list[str]:
+        return [e.response for e in self.exchanges]
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _RecordError(Exception):
+    """A bad record; the reader adds file and line."""
+
+
+def _content_text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, dict) and part.get("type") not in (None, "text"):
+                continue  # images, audio: carry no text to score or exclude
+            else:
+                raise _RecordError(f'field "{where}[{j}]" must be a string or a text part')
+        return "\n".join(parts)
+    if content is None:
+        return ""
+    raise _RecordError(f'field "{where}" must be a string or a list of parts, got {type(content).__name__}')
+
+
+def messages_text(messages: Any, where: str = "prompt") -> str:
+    """The text of an OpenAI-style messages list (all contents joined by newlines)."""
+    if not isinstance(messages, list):
+        raise _RecordError(f'field "{where}" must be a string or a messages list')
+    texts = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise _RecordError(f'field "{where}[{i}]" must be an object with "role" and "content"')
+        if "content" not in msg:
+            raise _RecordError(f'field "{where}[{i}].content" missing')
+        texts.append(_content_text(msg["content"], f"{where}[{i}].content"))
+    return "\n".join(texts)
+
+
+def _prompt_text(value: Any, where: str = "prompt") -> str:
+    if isinstance(value, str):
+        return value
+    return messages_text(value, where)
+
+
+def _require(obj: dict[str, Any], name: str) -> Any:
+    if name not in obj:
+        raise _RecordError(f'field "{name}" missing')
+    return obj[name]
+
+
+def _is_evidence(obj: dict[str, Any]) -> bool:
+    return "prev_sha256" in obj and "request" in obj
+
+
+def _exchange_records(obj: dict[str, Any], *, require_prompt: bool) -> list[tuple[str | None, str, str]]:
+    """(id, prompt, response) of a plain exchange record."""
+    response = _require(obj, "response")
+    if not isinstance(response, str):
+        raise _RecordError(f'field "response" must be a string, got {type(response).__name__}')
+    if not response.strip():
+        raise _RecordError('field "response" is empty')
+    if require_prompt:
+        prompt = _prompt_text(_require(obj, "prompt"))
+    else:
+        prompt = _prompt_text(obj["prompt"]) if "prompt" in obj else ""
+    rid = obj.get("id")
+    if rid is not None and not isinstance(rid, (str, int)):
+        raise _RecordError(f'field "id" must be a string or an integer, got {type(rid).__name__}')
+    return [(None if rid is None else str(rid), prompt, response)]
+
+
+def _evidence_records(obj: dict[str, Any]) -> list[tuple[str | None, str, str]] | None:
+    """(id, prompt, response) per choice of an evidence record; None for a failed request."""
+    status = obj.get("status")
+    body = obj.get("response")
+    if status != 200 or not isinstance(body, dict):
+        return None
+    request = obj["request"]
+    if not isinstance(request, dict):
+        raise _RecordError('field "request" must be an object')
+    if "messages" in request:
+        prompt = messages_text(request["messages"], "request.messages")
+    else:
+        raw = request.get("prompt", "")
+        prompt = raw if isinstance(raw, str) else "\n".join(str(x) for x in raw) if isinstance(raw, list) else ""
+    choices = body.get("choices")
+    if not isinstance(choices, list):
+        raise _RecordError('field "response.choices" missing or not a list')
+    out = []
+    base = f"{obj.get('prompt_id', '?')}#{obj.get('sample', 0)}"
+    for i, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            raise _RecordError(f'field "response.choices[{i}]" must be an object')
+        if isinstance(choice.get("message"), dict):
+            text = _content_text(choice["message"].get("content"), f"response.choices[{i}].message.content")
+        elif "text" in choice:
+            text = choice["text"]
+            if not isinstance(text, str):
+                raise _RecordError(f'field "response.choices[{i}].text" must be a string')
+        else:
+            raise _RecordError(f'field "response.choices[{i}]" has neither "message" nor "text"')
+        if not text.strip():
+            raise _RecordError(f'field "response.choices[{i}]" is empty')
+        out.append((f"{base}.{choice.get('index', i)}", prompt, text))
+    return out
+
+
+def _looks_like_jsonl(path: Path, head: bytes) -> bool:
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        return True
+    return head.lstrip()[:1] == b"{"
+
+
+def read_exchanges(paths: Sequence[str | os.PathLike[str]], *, skip_invalid: bool = False,
+                   require_prompt: bool = True) -> ExchangeSet:
+    """Read suspect exchanges (or served outputs, with ``require_prompt=False``) from files.
+
+    Raises :class:`InputError` naming the file, line and field of the first bad record,
+    unless ``skip_invalid``, in which case bad records are listed in ``skipped``.
+    """
+    result = ExchangeSet()
+    for p in paths:
+        path = Path(p)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        digest = hashlib.sha256(raw).hexdigest()
+        if not _looks_like_jsonl(path, raw[:4096]):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problem = f"{path}: not valid UTF-8 (byte {exc.start})"
+                if not skip_invalid:
+                    raise InputError(problem) from None
+                result.skipped.append(SkippedRecord(str(path), 0, "not valid UTF-8"))
+                result.files.append(InputFile(str(path), digest, "text", 0))
+                continue
+            if not text.strip():
+                if not skip_invalid:
+                    raise InputError(f"{path}: text file is empty")
+                result.skipped.append(SkippedRecord(str(path), 0, "empty text file"))
+                result.files.append(InputFile(str(path), digest, "text", 0))
+                continue
+            result.exchanges.append(Exchange(path.name, "", text, str(path)))
+            result.files.append(InputFile(str(path), digest, "text", 1))
+            continue
+        n_records = 0
+        formats = set()
+        for lineno, line in enumerate(raw.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                try:
+                    decoded = line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise _RecordError(f"not valid UTF-8 (byte {exc.start} of the line)") from None
+                try:
+                    obj = json.loads(decoded)
+                except json.JSONDecodeError as exc:
+                    raise _RecordError(f"not valid JSON (column {exc.colno}: {exc.msg})") from None
+                if not isinstance(obj, dict):
+                    raise _RecordError(f"expected a JSON object, got {type(obj).__name__}")
+                if _is_evidence(obj):
+                    formats.add("evidence")
+                    records = _evidence_records(obj)
+                    if records is None:
+                        result.failed_requests += 1
+                        continue
+                else:
+                    formats.add("exchanges")
+                    records = _exchange_records(obj, require_prompt=require_prompt)
+            except _RecordError as exc:
+                if not skip_invalid:
+                    raise InputError(f"{path} line {lineno}: {exc}") from None
+                result.skipped.append(SkippedRecord(str(path), lineno, str(exc)))
+                continue
+            for rid, prompt, response in records:
+                result.exchanges.append(Exchange(rid if rid is not None else f"{path.name}:{lineno}",
+                                                 prompt, response, f"{path}:{lineno}"))
+                n_records += 1
+        fmt = "evidence" if formats == {"evidence"} else "exchanges" if formats <= {"exchanges"} else "mixed"
+        result.files.append(InputFile(str(path), digest, fmt, n_records))
+    return result
