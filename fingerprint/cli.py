@@ -14,6 +14,7 @@ from .keys import FingerprintKey
 from .schemes import SCHEMES
 
 EXIT_OK = 0
+EXIT_DETECTED = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -75,6 +76,60 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .corpus import read_exchanges, sha256_file
+    from .detect import VERDICT_DETECTED, VerifyOptions, verify_exchanges
+    from .report import build_report, format_pvalue, render_html, render_markdown, write_json, write_text
+    from .tokenize import load_tokenizer
+
+    progress = (lambda _m: None) if args.quiet else _progress
+    t0 = time.perf_counter()
+    keys = [FingerprintKey.load(k) for k in args.key]
+    tokenizer = load_tokenizer(args.tokenizer, tiktoken_pattern=args.tiktoken_pattern)
+    progress(f"reading {len(args.suspect)} suspect file(s)")
+    suspect = read_exchanges(args.suspect, skip_invalid=args.skip_invalid)
+    served = None
+    if args.served:
+        served = read_exchanges(args.served, skip_invalid=args.skip_invalid, require_prompt=False)
+    options = VerifyOptions(alpha=args.alpha, n_decoys=args.decoys, decoy_seed=args.decoy_seed,
+                            prior_probability=args.prior, effect_prior_max=args.effect_prior_max)
+    result = verify_exchanges(suspect, tokenizer, keys, options=options, served=served, progress=progress)
+    doc = build_report(result, suspect=suspect, served=served, tokenizer_path=str(args.tokenizer),
+                       tokenizer_sha256=sha256_file(args.tokenizer))
+    if args.json:
+        write_json(doc, args.json)
+    if args.markdown:
+        write_text(render_markdown(doc), args.markdown)
+    if args.html:
+        write_text(render_html(doc), args.html)
+
+    print(f"\nfingerprint verify: {doc['n_texts']:,} responses, {doc['n_tokens']:,} tokens read, "
+          f"{doc['skipped']['count']:,} skipped, alpha = {args.alpha:g}"
+          + (" (Holm over keys)" if doc["holm_applied"] else ""))
+    header = (f"{'key':<14} {'scheme':<10} {'scored':>9} {'p-value':>12} {'effect [95% CI]':>30} "
+              f"{'decoys':>14} {'log10 BF':>9} {'posterior':>10}  verdict")
+    print(header)
+    print("-" * len(header))
+    for r in doc["results"]:
+        eff = r["effect"]
+        ci = "n/a" if eff["value"] is None else f"{eff['value']:+.4f} [{eff['ci_low']:+.4f}, {eff['ci_high']:+.4f}]"
+        d = r["decoys"]
+        dec = "none" if d is None else f"{'pass' if d['passed'] else 'FAIL'} KS {d['ks_pvalue']:.2f}"
+        post = "> 0.999999" if r["posterior"] > 0.999999 else f"{r['posterior']:.6f}"
+        print(f"{r['key_id'][:14]:<14} {r['scheme']:<10} {r['n_scored']:>9,} "
+              f"{format_pvalue(r['holm_log10_pvalue']):>12} {ci:>30} {dec:>14} "
+              f"{r['log10_bayes_factor']:>9.2f} {post:>10}  {r['verdict']}")
+    for note in doc["notes"]:
+        print(f"note: {note}")
+    for label, path in (("json", args.json), ("markdown", args.markdown), ("html", args.html)):
+        if path:
+            print(f"{label} report: {path}")
+    print(f"verdict: {doc['verdict']} ({time.perf_counter() - t0:.1f}s)")
+    if args.fail_on_detect and doc["verdict"] == VERDICT_DETECTED:
+        return EXIT_DETECTED
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fingerprint",
@@ -98,6 +153,40 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--delta", type=float, help="greenlist: logit bias of green tokens (default 3.0)")
     kg.add_argument("--layers", type=int, help="tournament: number of g-layers m (default 30)")
     kg.set_defaults(func=_cmd_keygen)
+
+    ver = sub.add_parser(
+        "verify", help="test a suspect's text for your fingerprint and write a report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Re-tokenize the suspect's responses with your tokenizer, score every distinct "
+                    "(window, token) tuple against the key (prompt windows excluded), run one exact "
+                    "test over the whole corpus, and check decoy keys as a null control.",
+        epilog="inputs: JSONL exchanges {\"id\", \"prompt\", \"response\"} (prompt: string or "
+               "messages list),\nevidence files from `fingerprint collect`, or plain text files.\n"
+               "exit codes: 0 run completed (any verdict), 1 detected with --fail-on-detect, 2 bad input.")
+    ver.add_argument("suspect", nargs="+", help="suspect exchanges (JSONL), evidence files or text files")
+    ver.add_argument("--key", action="append", required=True,
+                     help="key file; repeat for several keys (Holm-corrected)")
+    ver.add_argument("--tokenizer", required=True,
+                     help="the owner's tokenizer.json, or a tiktoken rank file (needs fingerprint[tiktoken])")
+    ver.add_argument("--tiktoken-pattern", help="pre-tokenization regex for a tiktoken rank file "
+                                                "(default: Qwen's)")
+    ver.add_argument("--served", nargs="+", help="the owner's served outputs (JSONL): score only windows "
+                                                 "seen there (the supervised setting)")
+    ver.add_argument("--decoys", type=int, default=100, help="decoy keys for the null control (default 100)")
+    ver.add_argument("--decoy-seed", type=int, default=0, help="seed of the decoy keys (default 0)")
+    ver.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
+    ver.add_argument("--prior", type=float, default=0.5,
+                     help="prior probability that the suspect trained on your outputs (default 0.5)")
+    ver.add_argument("--effect-prior-max", type=float,
+                     help="H1 prior: effect ~ Uniform(0, this) (default: 0.1 green/g-bit rate, 0.5 gumbel)")
+    ver.add_argument("--json", help="write the JSON report here")
+    ver.add_argument("--markdown", help="write a Markdown report here")
+    ver.add_argument("--html", help="write a self-contained HTML report here")
+    ver.add_argument("--skip-invalid", action="store_true",
+                     help="skip invalid records (counted in the report) instead of stopping")
+    ver.add_argument("--fail-on-detect", action="store_true", help="exit 1 when the verdict is 'detected'")
+    ver.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+    ver.set_defaults(func=_cmd_verify)
 
     demo = sub.add_parser("demo", help="round trip on the embedded default: keygen, fingerprinted "
                                        "sampling, verification",
