@@ -271,3 +271,40 @@ def test_main_exit_code_on_missing_file(tmp_path, cases, tokenizer_path, capsys)
     assert main(["verify", str(tmp_path / "nope.jsonl"), "--key", str(cases["greenlist"][0]),
                  "--tokenizer", tokenizer_path]) == 2
     assert "nope.jsonl: cannot read" in capsys.readouterr().err
+
+
+def chromium_screenshot(html_path: Path, png_path: Path) -> None:
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "headless Chromium is required (installed by .ci/setup: apt-get install chromium)"
+    profile = png_path.parent / "chromium-profile"
+    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={profile}", "--window-size=1000,1200", f"--screenshot={png_path}",
+                    html_path.resolve().as_uri()], capture_output=True, timeout=120, check=False)
+    assert png_path.is_file(), "Chromium wrote no screenshot"
+
+
+def count_near(img, rgb, tol=30) -> int:
+    arr = np.asarray(img.convert("RGB"), dtype=np.int16)
+    return int((np.abs(arr - np.array(rgb)).max(axis=2) <= tol).sum())
+
+
+def test_html_report_renders_in_headless_chromium(cases, workdir, tokenizer_path):
+    from PIL import Image
+
+    key_path, marked, plain = cases["greenlist"]
+    for label, suspect in (("marked", marked), ("plain", plain)):
+        html_path = workdir / f"render-{label}.html"
+        res = run_verify(suspect, "--key", key_path, "--tokenizer", tokenizer_path, "--decoys", "40",
+                         "--html", html_path)
+        assert res.returncode == 0, res.stderr
+        png = workdir / f"render-{label}.png"
+        chromium_screenshot(html_path, png)
+        img = Image.open(png)
+        assert img.size[0] >= 900
+        assert count_near(img, (214, 39, 40)) > 300  # the trajectory line (and the verdict box border)
+        if label == "plain":
+            # the decoys' band (#9ecae1 at 60% over white) is drawn around the key's line
+            assert count_near(img, (187, 222, 237), tol=12) > 2000
