@@ -205,22 +205,31 @@ def _top_responses(r: dict[str, Any], n: int = 10) -> list[dict[str, Any]]:
     return sorted((x for x in r["responses"] if x["n_scored"] > 0), key=lambda x: x["log10_pvalue"])[:n]
 
 
+_SUMMARY_HEADER = ["key", "scheme", "tuples scored", "p-value", "Holm p", "effect [CI]", "decoys",
+                   "log10 Bayes factor", "posterior", "verdict"]
+
+
+def _summary_cells(r: dict[str, Any]) -> list[str]:
+    """One key's row of the summary table, as plain text cells (``_SUMMARY_HEADER`` order)."""
+    d = r["decoys"]
+    dstr = "none" if d is None else (f"{'pass' if d['passed'] else 'FAIL'}: KS p {d['ks_pvalue']:.3g}, "
+                                     f"empirical p {d['empirical_pvalue']:.3g} (k={d['k']})")
+    return [r["key_id"][:16], r["scheme"], f"{r['n_scored']:,}", format_pvalue(r["log10_pvalue"]),
+            format_pvalue(r["holm_log10_pvalue"]), _effect_str(r["effect"]), dstr,
+            f"{r['log10_bayes_factor']:.2f}", _posterior_str(r["posterior"]), r["verdict"]]
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     """A Markdown report (also fits a CI job summary)."""
     lines = [f"# fingerprint verification: **{doc['verdict']}**", "",
              f"Run {doc['created_at']} with fingerprint {doc['version']}; alpha = {doc['alpha']:g}"
              + ("; p-values Holm-adjusted over keys" if doc["holm_applied"] else "") + ".", "",
-             "| key | scheme | scored | p-value | Holm p | effect [CI] | decoys (KS p, empirical p) "
-             "| log10 BF | posterior | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| " + " | ".join(_SUMMARY_HEADER) + " |",
+             "|" + "---|" * len(_SUMMARY_HEADER)]
     for r in doc["results"]:
-        d = r["decoys"]
-        dstr = "none" if d is None else (f"{'pass' if d['passed'] else 'FAIL'} ({d['ks_pvalue']:.3g}, "
-                                         f"{d['empirical_pvalue']:.3g})")
-        lines.append(f"| `{r['key_id'][:16]}` | {r['scheme']} | {r['n_scored']:,} | "
-                     f"{format_pvalue(r['log10_pvalue'])} | {format_pvalue(r['holm_log10_pvalue'])} | "
-                     f"{_effect_str(r['effect'])} | {dstr} | {r['log10_bayes_factor']:.2f} | "
-                     f"{_posterior_str(r['posterior'])} | **{r['verdict']}** |")
+        cells = _summary_cells(r)
+        cells[0], cells[-1] = f"`{cells[0]}`", f"**{cells[-1]}**"
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## What was read", "",
               f"- responses: {doc['n_texts']:,}; tokens read: {doc['n_tokens']:,}",
               f"- tuples scored (first key): {doc['n_scored']:,}; dropped: "
@@ -325,17 +334,11 @@ def render_html(doc: dict[str, Any]) -> str:
            f"<div class='verdict {cls}'>Verdict: <b>{e(doc['verdict'])}</b> at alpha = {doc['alpha']:g}</div>",
            f"<p>Run {e(doc['created_at'])} with fingerprint {e(doc['version'])}."
            + (" p-values are Holm-adjusted over the keys tested." if doc["holm_applied"] else "") + "</p>",
-           "<table><tr><th>key</th><th>scheme</th><th>tuples scored</th><th>p-value</th><th>Holm p</th>"
-           "<th>effect [CI]</th><th>decoys</th><th>log10 Bayes factor</th><th>posterior</th><th>verdict</th></tr>"]
+           "<table><tr>" + "".join(f"<th>{h}</th>" for h in _SUMMARY_HEADER) + "</tr>"]
     for r in doc["results"]:
-        d = r["decoys"]
-        dstr = "none" if d is None else (f"{'pass' if d['passed'] else 'FAIL'}: KS p {d['ks_pvalue']:.3g}, "
-                                         f"empirical p {d['empirical_pvalue']:.3g} (k={d['k']})")
-        out.append(f"<tr><td><code>{e(r['key_id'][:16])}</code></td><td>{e(r['scheme'])}</td>"
-                   f"<td>{r['n_scored']:,}</td><td>{e(format_pvalue(r['log10_pvalue']))}</td>"
-                   f"<td>{e(format_pvalue(r['holm_log10_pvalue']))}</td><td>{e(_effect_str(r['effect']))}</td>"
-                   f"<td>{e(dstr)}</td><td>{r['log10_bayes_factor']:.2f}</td>"
-                   f"<td>{e(_posterior_str(r['posterior']))}</td><td><b>{e(r['verdict'])}</b></td></tr>")
+        cells = [e(c) for c in _summary_cells(r)]
+        cells[0], cells[-1] = f"<code>{cells[0]}</code>", f"<b>{cells[-1]}</b>"
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     for r in doc["results"]:
         out.append(f"<h2>Evidence by tokens read: key <code>{e(r['key_id'][:16])}</code> ({e(r['scheme'])})</h2>")
