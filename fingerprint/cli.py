@@ -130,6 +130,64 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from .collect.client import ClientLimits, CollectSettings, run_collect
+
+    headers = {}
+    for h in args.header or []:
+        if ":" not in h:
+            raise FingerprintError(f"--header {h!r}: expected 'Name: value'")
+        name, value = h.split(":", 1)
+        headers[name.strip()] = value.strip()
+    settings = CollectSettings(
+        base_url=args.base_url, model=args.model, endpoint=args.endpoint,
+        sampling={"temperature": args.temperature, "top_p": args.top_p, "max_tokens": args.max_tokens,
+                  "seed": args.seed, "n": args.n, "stop": args.stop},
+        logprobs=args.logprobs, samples=args.samples, headers=headers, api_key_env=args.api_key_env)
+    limits = ClientLimits(concurrency=args.concurrency, rate=args.rate, connect_timeout=args.connect_timeout,
+                          read_timeout=args.read_timeout, max_attempts=args.max_attempts)
+    try:
+        stats = run_collect(args.prompts, settings, args.out, limits=limits, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"\nfingerprint: interrupted; every finished exchange is in {args.out}. "
+              f"Rerun the same command to resume.", file=sys.stderr)
+        return 130
+    print(f"collected {stats.collected:,}, failed {stats.failed:,}, already in the evidence "
+          f"{stats.already_done:,} of {stats.planned:,} planned; {stats.retries:,} retries; "
+          f"{stats.rate:.1f} req/s over {stats.elapsed:.1f}s")
+    print(f"evidence: {args.out} (last sha256 {stats.last_sha256})")
+    return EXIT_OK
+
+
+def _cmd_evidence_verify(args: argparse.Namespace) -> int:
+    from .collect.evidence import check_chain
+
+    check = check_chain(args.file)
+    if check.ok:
+        tail = " (an interrupted last write is cut off on resume)" if check.torn_tail else ""
+        print(f"{args.file}: chain intact, {check.records:,} records, last sha256 {check.last_sha256}{tail}")
+        return EXIT_OK
+    print(f"{args.file} line {check.first_bad_line}: BROKEN: {check.problem}")
+    return EXIT_DETECTED
+
+
+def _cmd_evidence_summary(args: argparse.Namespace) -> int:
+    from .collect.summary import summarize_evidence
+
+    s = summarize_evidence(args.file)
+    st = s.settings or {}
+    print(f"file            {args.file}")
+    print(f"chain           {'intact' if s.chain.ok else f'BROKEN at line {s.chain.first_bad_line}: {s.chain.problem}'}")
+    print(f"last sha256     {s.chain.last_sha256}")
+    print(f"endpoint        {st.get('url')}  model {st.get('model')}")
+    print(f"sampling        {st.get('sampling')}  logprobs {st.get('logprobs')}  samples {st.get('samples')}")
+    print(f"exchanges       {s.records:,} records: {s.succeeded:,} succeeded, {s.failed:,} failed")
+    print(f"prompts         {s.distinct_prompts:,} distinct; duplicate successes {s.duplicate_successes}")
+    print(f"statuses        {s.statuses}")
+    print(f"time span       {s.first_started_at} .. {s.last_finished_at}")
+    return EXIT_OK if s.chain.ok else EXIT_DETECTED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fingerprint",
@@ -187,6 +245,44 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--fail-on-detect", action="store_true", help="exit 1 when the verdict is 'detected'")
     ver.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
     ver.set_defaults(func=_cmd_verify)
+
+    col = sub.add_parser(
+        "collect", help="query a suspect's OpenAI-compatible API and keep every exchange as evidence",
+        description="Send each prompt (x --samples) to the suspect's /v1/chat/completions or "
+                    "/v1/completions endpoint and append one hash-chained record per exchange to the "
+                    "evidence file. Rerun the same command after a crash or Ctrl-C to resume.")
+    col.add_argument("prompts", help='prompts JSONL: {"id", "prompt"} or {"id", "messages"} per line')
+    col.add_argument("--base-url", required=True, help="API base URL, e.g. https://api.example.com/v1")
+    col.add_argument("--model", required=True, help="model name sent in each request")
+    col.add_argument("--out", required=True, help="evidence file (JSONL, appended to; resumed if it exists)")
+    col.add_argument("--endpoint", choices=["chat", "completions"], default="chat", help="default chat")
+    col.add_argument("--api-key-env", help="name of the environment variable holding the API key "
+                                           "(the key is never written anywhere)")
+    col.add_argument("--header", action="append", help="extra HTTP header 'Name: value' (repeatable)")
+    col.add_argument("--temperature", type=float, help="sampling temperature")
+    col.add_argument("--top-p", type=float, help="nucleus sampling mass")
+    col.add_argument("--max-tokens", type=int, default=256, help="tokens per response (default 256)")
+    col.add_argument("--seed", type=int, help="sampling seed (sample k of a prompt uses seed + k)")
+    col.add_argument("--n", type=int, help="choices per request")
+    col.add_argument("--stop", action="append", help="stop string (repeatable)")
+    col.add_argument("--logprobs", type=int, metavar="K", help="ask for the top-K logprobs of each token")
+    col.add_argument("--samples", type=int, default=1, help="requests per prompt (default 1)")
+    col.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    col.add_argument("--rate", type=float, default=0.0, help="max requests per second (default: no limit)")
+    col.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
+    col.add_argument("--read-timeout", type=float, default=120.0, help="seconds (default 120)")
+    col.add_argument("--max-attempts", type=int, default=6, help="attempts per exchange (default 6)")
+    col.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    col.set_defaults(func=_cmd_collect)
+
+    ev = sub.add_parser("evidence", help="check or summarize an evidence file")
+    ev_sub = ev.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
+    ev_v = ev_sub.add_parser("verify", help="check the hash chain; name the first broken record (exit 1)")
+    ev_v.add_argument("file")
+    ev_v.set_defaults(func=_cmd_evidence_verify)
+    ev_s = ev_sub.add_parser("summary", help="counts, statuses, time span, settings, chain status")
+    ev_s.add_argument("file")
+    ev_s.set_defaults(func=_cmd_evidence_summary)
 
     demo = sub.add_parser("demo", help="round trip on the embedded default: keygen, fingerprinted "
                                        "sampling, verification",

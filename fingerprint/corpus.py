@@ -135,7 +135,7 @@ def _require(obj: dict[str, Any], name: str) -> Any:
 
 
 def _is_evidence(obj: dict[str, Any]) -> bool:
-    return "prev_sha256" in obj and "request" in obj
+    return "prev_sha256" in obj
 
 
 def _exchange_records(obj: dict[str, Any], *, require_prompt: bool) -> list[tuple[str | None, str, str]]:
@@ -157,11 +157,13 @@ def _exchange_records(obj: dict[str, Any], *, require_prompt: bool) -> list[tupl
 
 def _evidence_records(obj: dict[str, Any]) -> list[tuple[str | None, str, str]] | None:
     """(id, prompt, response) per choice of an evidence record; None for a failed request."""
+    if obj.get("type") == "header":
+        return []
     status = obj.get("status")
     body = obj.get("response")
     if status != 200 or not isinstance(body, dict):
         return None
-    request = obj["request"]
+    request = _require(obj, "request")
     if not isinstance(request, dict):
         raise _RecordError('field "request" must be an object')
     if "messages" in request:

@@ -1,0 +1,50 @@
+"""What an evidence file holds: counts, time span, duplicates, chain status."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+from .evidence import ChainCheck, check_chain, read_records
+
+__all__ = ["EvidenceSummary", "summarize_evidence"]
+
+
+@dataclass(frozen=True)
+class EvidenceSummary:
+    """Counts over the exchange records of an evidence file (the header is not counted)."""
+
+    chain: ChainCheck
+    records: int
+    succeeded: int
+    failed: int
+    distinct_prompts: int
+    duplicate_successes: int
+    statuses: dict[str, int]
+    first_started_at: str | None
+    last_finished_at: str | None
+    settings: dict | None
+
+
+def summarize_evidence(path: str | os.PathLike[str]) -> EvidenceSummary:
+    chain = check_chain(path)
+    statuses: Counter[str] = Counter()
+    ok_pairs: Counter[tuple] = Counter()
+    prompts = set()
+    n = ok = 0
+    first = last = None
+    for _, rec in read_records(path):
+        if rec.get("type") != "exchange":
+            continue
+        n += 1
+        statuses[str(rec.get("status"))] += 1
+        prompts.add(rec.get("prompt_id"))
+        if rec.get("status") == 200 and rec.get("response") is not None:
+            ok += 1
+            ok_pairs[(rec.get("prompt_id"), rec.get("sample"))] += 1
+        first = rec.get("started_at") if first is None else min(first, rec.get("started_at") or first)
+        last = rec.get("finished_at") if last is None else max(last, rec.get("finished_at") or last)
+    dups = sum(c - 1 for c in ok_pairs.values() if c > 1)
+    return EvidenceSummary(chain, n, ok, n - ok, len(prompts), dups, dict(statuses), first, last,
+                           (chain.header or {}).get("settings"))
