@@ -188,6 +188,27 @@ def _cmd_evidence_summary(args: argparse.Namespace) -> int:
     return EXIT_OK if s.chain.ok else EXIT_DETECTED
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .sim.server import Faults, ServedModel, serve
+    from .sim.teacher import build_teacher
+
+    teacher = build_teacher(args.corpus, vocab_size=args.vocab_size)
+    scheme = FingerprintKey.load(args.key).scheme_object() if args.key else None
+    served = ServedModel(teacher.model, teacher.tokenizer, name=args.model_name, scheme=scheme)
+    faults = Faults.mixed(args.faults, slow_seconds=args.slow_seconds) if args.faults else Faults()
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise FingerprintError(f"--host {args.host}: the simulation server only listens on loopback")
+    srv = serve(served, host=args.host, port=args.port, faults=faults, instant=args.instant)
+    print(f"serving {args.model_name} on {srv.url} ({'fingerprinted with ' + args.key if args.key else 'no fingerprint'}"
+          f"{', instant answers' if args.instant else ''}); Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        srv.close()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fingerprint",
@@ -283,6 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev_s = ev_sub.add_parser("summary", help="counts, statuses, time span, settings, chain status")
     ev_s.add_argument("file")
     ev_s.set_defaults(func=_cmd_evidence_summary)
+
+    srv = sub.add_parser("serve", help="serve the demo teacher over an OpenAI-compatible API on 127.0.0.1",
+                         description="Serve the embedded n-gram teacher (optionally fingerprinted with a key) "
+                                     "at /v1/models, /v1/chat/completions and /v1/completions, with logprobs "
+                                     "and echo. For demos, tests and benchmarks.")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    srv.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+    srv.add_argument("--key", help="fingerprint every response with this key")
+    srv.add_argument("--model-name", default="local-ngram", help="model id to report (default local-ngram)")
+    srv.add_argument("--instant", action="store_true", help="answer at once with a fixed text (benchmarks)")
+    srv.add_argument("--faults", type=float, default=0.0,
+                     help="inject this fraction of faults (429, 500, slow, dropped, malformed)")
+    srv.add_argument("--slow-seconds", type=float, default=3.0, help="delay of a slow fault (default 3)")
+    srv.add_argument("--corpus", nargs="+", help="text files to train on instead of the packaged text")
+    srv.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary (default 8192)")
+    srv.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="round trip on the embedded default: keygen, fingerprinted "
                                        "sampling, verification",

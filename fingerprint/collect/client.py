@@ -335,7 +335,11 @@ async def collect(prompts: Sequence[PromptRecord], settings: CollectSettings, ou
         headers["Authorization"] = f"Bearer {api_key}"
     timeout = httpx.Timeout(connect=limits.connect_timeout, read=limits.read_timeout,
                             write=limits.read_timeout, pool=None)
-    pool = httpx.Limits(max_connections=limits.concurrency, max_keepalive_connections=limits.concurrency)
+    # httpcore's pool scans every connection on each request (quadratic in pool size), so large
+    # concurrency is spread over several small pools: one per 8 workers
+    n_pools = max(1, -(-limits.concurrency // 8))
+    per_pool = -(-limits.concurrency // n_pools)
+    pool = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
     sem = asyncio.Semaphore(limits.concurrency)
     limiter = _RateLimiter(limits.rate)
     t0 = time.monotonic()
@@ -351,7 +355,7 @@ async def collect(prompts: Sequence[PromptRecord], settings: CollectSettings, ou
             if progress:
                 progress(_progress_line(stats, len(jobs), t0))
 
-    async def worker(queue: asyncio.Queue) -> None:
+    async def worker(queue: asyncio.Queue, client: httpx.AsyncClient) -> None:
         while True:
             try:
                 p, s = queue.get_nowait()
@@ -363,15 +367,19 @@ async def collect(prompts: Sequence[PromptRecord], settings: CollectSettings, ou
     queue: asyncio.Queue = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
+    clients = [httpx.AsyncClient(headers=headers, timeout=timeout, limits=pool, transport=transport)
+               for _ in range(n_pools)]
     try:
-        async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=pool, transport=transport) as client:
-            reporter = asyncio.create_task(report_progress())
-            try:
-                await asyncio.gather(*(worker(queue) for _ in range(min(limits.concurrency, max(1, len(jobs))))))
-            finally:
-                stop_progress.set()
-                await reporter
+        reporter = asyncio.create_task(report_progress())
+        try:
+            n_workers = min(limits.concurrency, max(1, len(jobs)))
+            await asyncio.gather(*(worker(queue, clients[i % n_pools]) for i in range(n_workers)))
+        finally:
+            stop_progress.set()
+            await reporter
     finally:
+        for c in clients:
+            await c.aclose()
         writer.close()
     stats.elapsed = time.monotonic() - t0
     stats.last_sha256 = writer.last_sha256
