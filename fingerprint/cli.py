@@ -44,6 +44,40 @@ def _fmt_log10(lp: float) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .report import format_pvalue
+    from .sim.demo import run_demo
+
+    t0 = time.perf_counter()
+    rows = run_demo(args.out, corpus=args.corpus, rho=args.rho, n_queries=args.queries,
+                    query_tokens=args.tokens, decoys=args.decoys, alpha=args.alpha, seed=args.seed,
+                    progress=_progress)
+    print()
+    print(f"fingerprint demo: a student distilled with {args.rho:.0%} fingerprinted teacher outputs vs a "
+          f"control that never saw them; each queried over HTTP ({args.queries} x {args.tokens} tokens)")
+    header = (f"{'suspect':<8} {'rho':>5} {'tokens':>7} {'scored':>7} {'p (text)':>10} {'p (served)':>11} "
+              f"{'green-rate excess [95% CI]':>28} {'log10 BF':>9} {'posterior':>10} {'decoys':>7}  verdict")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        t, sup = r.text_only, r.supervised
+        e = t.test.effect
+        post = "> 0.999999" if t.bayes.posterior > 0.999999 else f"{t.bayes.posterior:.6f}"
+        dec = "pass" if t.decoys is None or t.decoys.passed else "FAIL"
+        print(f"{r.suspect:<8} {r.rho:>5.1%} {r.tokens_collected:>7,} {t.counts.scored:>7,} "
+              f"{format_pvalue(t.test.log10_pvalue):>10} {format_pvalue(sup.test.log10_pvalue):>11} "
+              f"{f'{e.value:+.4f} [{e.ci_low:+.4f}, {e.ci_high:+.4f}]':>28} {t.bayes.log10_bayes_factor:>9.2f} "
+              f"{post:>10} {dec:>7}  {t.verdict}")
+    print()
+    for r in rows:
+        print(f"{r.suspect}: evidence {r.evidence}  report {r.report_html}")
+    expected = rows[0].text_only.verdict == "detected" and rows[1].text_only.verdict == "not detected"
+    print(f"\n{'as expected' if expected else 'UNEXPECTED verdicts'}: the distilled student is "
+          f"{rows[0].text_only.verdict}, the control is {rows[1].text_only.verdict} "
+          f"(alpha = {args.alpha:g}; {time.perf_counter() - t0:.0f}s)")
+    return EXIT_OK
+
+
+def _cmd_roundtrip(args: argparse.Namespace) -> int:
     from .sim.roundtrip import run_roundtrip
     from .sim.teacher import build_teacher
 
@@ -321,18 +355,34 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary (default 8192)")
     srv.set_defaults(func=_cmd_serve)
 
-    demo = sub.add_parser("demo", help="round trip on the embedded default: keygen, fingerprinted "
-                                       "sampling, verification",
-                          description="Train (or reuse) a small n-gram teacher on English text from OS "
-                                      "packages, answer prompts with and without each scheme's "
-                                      "fingerprint, and test both against the key.")
+    demo = sub.add_parser(
+        "demo", help="the embedded default investigation: teacher, distilled student, control, HTTP, verdicts",
+        description="Build (or reuse) a small n-gram teacher on English text from OS packages; fingerprint "
+                    "its answers; distill a student with --rho of its training tokens from them and a "
+                    "control without; serve both on 127.0.0.1; collect their answers with the evidence "
+                    "collector; verify each with decoy keys; print the verdicts side by side. Artifacts "
+                    "(key, served outputs, evidence, reports) go to --out.")
+    demo.add_argument("--out", default="fingerprint-demo", help="artifact folder (default ./fingerprint-demo)")
+    demo.add_argument("--rho", type=float, default=0.10, help="student's fingerprinted fraction (default 0.10)")
+    demo.add_argument("--queries", type=int, default=200, help="prompts sent to each suspect (default 200)")
+    demo.add_argument("--decoys", type=int, default=100, help="decoy keys per verification (default 100)")
     demo.add_argument("--corpus", nargs="+", help="text files to train on instead of the packaged text")
-    demo.add_argument("--prompts", type=int, default=8, help="prompts per scheme (default 8)")
-    demo.add_argument("--tokens", type=int, default=50, help="tokens per response (default 50)")
-    demo.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary (default 8192)")
+    demo.add_argument("--tokens", type=int, default=100, help="tokens per suspect answer (default 100)")
     demo.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
-    demo.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     demo.set_defaults(func=_cmd_demo)
+
+    rt = sub.add_parser("roundtrip", help="quick check: each scheme's fingerprint on the teacher's own text",
+                        description="Train (or reuse) a small n-gram teacher on English text from OS "
+                                    "packages, answer prompts with and without each scheme's "
+                                    "fingerprint, and test both against the key.")
+    rt.add_argument("--corpus", nargs="+", help="text files to train on instead of the packaged text")
+    rt.add_argument("--prompts", type=int, default=8, help="prompts per scheme (default 8)")
+    rt.add_argument("--tokens", type=int, default=50, help="tokens per response (default 50)")
+    rt.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary (default 8192)")
+    rt.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
+    rt.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    rt.set_defaults(func=_cmd_roundtrip)
     return parser
 
 

@@ -108,9 +108,13 @@ class KeyedPRF:
         """
         windows = np.asarray(windows)
         b, h = windows.shape
-        rep_windows = np.repeat(windows, vocab_size, axis=0)
-        tokens = np.tile(np.arange(vocab_size, dtype=np.uint32), b)
-        return self.tuple_values(rep_windows, tokens).reshape(b, vocab_size)
+        n_blocks = -(-(h + 2) // 4)
+        words = np.zeros((b, vocab_size, n_blocks * 4), dtype="<u4")
+        words[:, :, 0] = _TAG | h
+        if h:
+            words[:, :, 1:h + 1] = windows[:, None, :]
+        words[:, :, h + 1] = np.arange(vocab_size, dtype=np.uint32)
+        return self.values_of_blocks(words.reshape(b * vocab_size, n_blocks, 4)).reshape(b, vocab_size)
 
     def _cbc_mac(self, blocks: np.ndarray) -> np.ndarray:
         """CBC-MAC of ``blocks`` (shape ``(n, k, 4)`` uint32) -> low 64 bits, shape ``(n,)``."""

@@ -32,9 +32,29 @@ def test_keygen_bad_input_exits_2(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
-def test_demo_command_runs(teacher):
-    res = subprocess.run([sys.executable, "-m", "fingerprint.cli", "demo", "--prompts", "4",
+def test_roundtrip_command_runs(teacher):
+    res = subprocess.run([sys.executable, "-m", "fingerprint.cli", "roundtrip", "--prompts", "4",
                           "--tokens", "40"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "all as expected" in res.stdout
     assert res.stdout.count("not detected") == 3
+
+
+def test_demo_detects_the_student_and_clears_the_control(teacher, tmp_path):
+    """The README's main job, as a user runs it (default settings)."""
+    import time
+
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "fingerprint.cli", "demo", "--out", str(tmp_path / "demo")],
+                         capture_output=True, text=True, timeout=600)
+    elapsed = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr
+    assert "as expected" in res.stdout, res.stdout
+    student = json.loads((tmp_path / "demo" / "report-student.json").read_text())
+    control = json.loads((tmp_path / "demo" / "report-control.json").read_text())
+    assert student["log10_pvalue"] < -6 and student["verdict"] == "detected"
+    assert control["log10_pvalue"] > -3 and control["verdict"] == "not detected"
+    assert student["decoys"]["passed"] and control["decoys"]["passed"]
+    assert student["inputs"]["suspect"][0]["format"] == "evidence"
+    assert stat.S_IMODE(os.stat(tmp_path / "demo" / "key.json").st_mode) == 0o600
+    print(f"demo took {elapsed:.0f}s")
