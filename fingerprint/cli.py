@@ -243,6 +243,54 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_strength(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from .corpus import read_exchanges
+    from .report import write_json, write_text
+    from .strength import (Thresholds, Tolerances, evaluate, load_config, measure_strength, render_junit,
+                           render_markdown)
+    from .tokenize import load_tokenizer
+
+    progress = (lambda _m: None) if args.quiet else _progress
+    key = FingerprintKey.load(args.key)
+    tokenizer = load_tokenizer(args.tokenizer)
+    responses = read_exchanges(args.responses, skip_invalid=args.skip_invalid, require_prompt=False)
+    thresholds, tolerances = load_config(args.config) if args.config else (Thresholds(), Tolerances())
+    overrides = {name: getattr(args, name) for name in Thresholds.__dataclass_fields__
+                 if getattr(args, name, None) is not None}
+    thresholds = dataclasses.replace(thresholds, **overrides)
+    baseline = None
+    if args.baseline:
+        try:
+            baseline = json.loads(open(args.baseline, encoding="utf-8").read())
+        except OSError as exc:
+            raise FingerprintError(f"{args.baseline}: cannot read baseline: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise FingerprintError(f"{args.baseline}: not valid JSON (line {exc.lineno})") from None
+    metrics = measure_strength(responses, tokenizer, key, seed=args.seed, radioactivity=not args.no_radioactivity,
+                               radioactivity_budget=args.radioactivity_tokens, progress=progress)
+    result = evaluate(metrics, thresholds, baseline=baseline, tolerances=tolerances)
+    if args.json:
+        write_json(result.to_dict(), args.json)
+    if args.markdown:
+        write_text(render_markdown(result), args.markdown)
+    if args.junit:
+        write_text(render_junit(result), args.junit)
+    m = result.metrics
+    print(f"\nfingerprint strength: {m.n_responses:,} responses, {m.n_tokens:,} tokens ({m.scheme}, "
+          f"key {m.key_id[:12]}, seed {m.seed})")
+    for name in ("effect", "effect_ci_low", "log10_pvalue", "tokens_to_detect_p10", "tokens_to_detect_median",
+                 "tokens_to_detect_p90", "detectable_share", "unmarked_share", "radioactivity_log10_pvalue"):
+        value = getattr(m, name)
+        print(f"  {name:<28} {'n/a' if value is None else f'{value:.4g}'}")
+    for c in result.checks:
+        print(f"  [{'pass' if c.passed else 'FAIL'}] {c.message}")
+    print(f"{'PASS' if result.passed else 'REGRESSION'}")
+    return EXIT_OK if result.passed else EXIT_DETECTED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fingerprint",
@@ -354,6 +402,37 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--corpus", nargs="+", help="text files to train on instead of the packaged text")
     srv.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary (default 8192)")
     srv.set_defaults(func=_cmd_serve)
+
+    stg = sub.add_parser(
+        "strength", help="CI guard: measure fingerprint strength of a release; fail on regression",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Measure how strongly a release's own responses carry the fingerprint (effect, tokens "
+                    "a response needs to be detected, share detectable alone, share without any fingerprint, "
+                    "a distillation proxy) and compare with thresholds and a baseline.",
+        epilog="exit codes: 0 pass, 1 regression, 2 error.\nconfig (TOML): [thresholds] min_effect_ci_low, "
+               "max_tokens_to_detect_median,\nmin_detectable_share, max_unmarked_share, "
+               "max_radioactivity_log10_pvalue; [tolerances]\neffect_relative_drop, tokens_relative_increase, "
+               "detectable_share_drop,\nunmarked_share_increase, radioactivity_log10_increase.")
+    stg.add_argument("responses", nargs="+", help="the release's responses (JSONL exchanges or evidence)")
+    stg.add_argument("--key", required=True, help="key file")
+    stg.add_argument("--tokenizer", required=True, help="tokenizer.json or tiktoken rank file")
+    stg.add_argument("--config", help="TOML file with [thresholds] and [tolerances]")
+    stg.add_argument("--baseline", help="JSON written by a previous run's --json (the previous release)")
+    stg.add_argument("--seed", type=int, default=0, help="seed of the radioactivity proxy (default 0)")
+    stg.add_argument("--no-radioactivity", action="store_true", help="skip the distillation proxy")
+    stg.add_argument("--radioactivity-tokens", type=int, default=50_000,
+                     help="query budget of the distillation proxy (default 50000)")
+    stg.add_argument("--min-effect-ci-low", type=float, dest="min_effect_ci_low")
+    stg.add_argument("--max-tokens-to-detect-median", type=float, dest="max_tokens_to_detect_median")
+    stg.add_argument("--min-detectable-share", type=float, dest="min_detectable_share")
+    stg.add_argument("--max-unmarked-share", type=float, dest="max_unmarked_share")
+    stg.add_argument("--max-radioactivity-log10-pvalue", type=float, dest="max_radioactivity_log10_pvalue")
+    stg.add_argument("--json", help="write metrics and checks as JSON (usable as the next --baseline)")
+    stg.add_argument("--markdown", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+    stg.add_argument("--junit", help="write JUnit XML (one test case per check)")
+    stg.add_argument("--skip-invalid", action="store_true", help="skip invalid records instead of stopping")
+    stg.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+    stg.set_defaults(func=_cmd_strength)
 
     demo = sub.add_parser(
         "demo", help="the embedded default investigation: teacher, distilled student, control, HTTP, verdicts",
