@@ -177,7 +177,8 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         base_url=args.base_url, model=args.model, endpoint=args.endpoint,
         sampling={"temperature": args.temperature, "top_p": args.top_p, "max_tokens": args.max_tokens,
                   "seed": args.seed, "n": args.n, "stop": args.stop},
-        logprobs=args.logprobs, samples=args.samples, headers=headers, api_key_env=args.api_key_env)
+        logprobs=args.logprobs, echo=args.echo, samples=args.samples, headers=headers,
+        api_key_env=args.api_key_env)
     limits = ClientLimits(concurrency=args.concurrency, rate=args.rate, connect_timeout=args.connect_timeout,
                           read_timeout=args.read_timeout, max_attempts=args.max_attempts)
     try:
@@ -369,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--n", type=int, help="choices per request")
     col.add_argument("--stop", action="append", help="stop string (repeatable)")
     col.add_argument("--logprobs", type=int, metavar="K", help="ask for the top-K logprobs of each token")
+    col.add_argument("--echo", action="store_true",
+                     help="completions: return the prompt's tokens with logprobs (reading mode: send the "
+                          "owner's fingerprinted texts as prompts, with --logprobs 1 --max-tokens 1)")
     col.add_argument("--samples", type=int, default=1, help="requests per prompt (default 1)")
     col.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     col.add_argument("--rate", type=float, default=0.0, help="max requests per second (default: no limit)")

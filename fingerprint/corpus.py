@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +27,29 @@ from typing import Any, Sequence
 
 from .errors import InputError
 
-__all__ = ["Exchange", "InputFile", "SkippedRecord", "ExchangeSet", "read_exchanges", "sha256_file",
+__all__ = ["Exchange", "TokenLogprobs", "InputFile", "SkippedRecord", "ExchangeSet", "read_exchanges", "sha256_file",
            "messages_text"]
+
+
+#: Per token: (the token's bytes, [(candidate bytes, log-probability), ...] best first).
+TokenLogprobs = tuple[tuple[bytes, tuple[tuple[bytes, float], ...]], ...]
 
 
 @dataclass(frozen=True)
 class Exchange:
-    """One prompt and one response. ``source`` is ``file:line`` (or the file for plain text)."""
+    """One prompt and one response. ``source`` is ``file:line`` (or the file for plain text).
+
+    From evidence collected with ``--logprobs``: ``logprobs`` holds the response tokens with
+    their top-k alternatives; with ``--echo`` (completions), ``prompt_logprobs`` holds the
+    prompt's tokens with the suspect's top-k predictions for each (None for the first).
+    """
 
     id: str
     prompt: str
     response: str
     source: str
+    logprobs: TokenLogprobs | None = None
+    prompt_logprobs: TokenLogprobs | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,44 @@ def _is_evidence(obj: dict[str, Any]) -> bool:
     return "prev_sha256" in obj
 
 
+def _chat_logprobs(lp: Any) -> TokenLogprobs | None:
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list):
+        return None
+    out = []
+    for e in content:
+        if not isinstance(e, dict):
+            return None
+        tb = bytes(e["bytes"]) if isinstance(e.get("bytes"), list) else str(e.get("token", "")).encode("utf-8")
+        top = []
+        for c in e.get("top_logprobs") or []:
+            cb = bytes(c["bytes"]) if isinstance(c.get("bytes"), list) else str(c.get("token", "")).encode("utf-8")
+            top.append((cb, float(c.get("logprob", -math.inf))))
+        out.append((tb, tuple(top)))
+    return tuple(out)
+
+
+def _completion_logprobs(lp: Any, prompt: str, echo: bool) -> tuple[TokenLogprobs | None, TokenLogprobs | None]:
+    """(response part, prompt part) of a legacy completions ``logprobs`` object."""
+    if not isinstance(lp, dict) or not isinstance(lp.get("tokens"), list):
+        return None, None
+    tokens = lp["tokens"]
+    tbytes = lp.get("token_bytes")
+    tops = lp.get("top_logprobs") or [None] * len(tokens)
+    offsets = lp.get("text_offset") or []
+    entries = []
+    for i, tok in enumerate(tokens):
+        b = bytes(tbytes[i]) if isinstance(tbytes, list) and isinstance(tbytes[i], list) else str(tok).encode("utf-8")
+        top = tops[i] if i < len(tops) else None
+        cands = tuple(sorted(((str(k).encode("utf-8"), float(v)) for k, v in (top or {}).items()),
+                             key=lambda kv: -kv[1]))
+        entries.append((b, cands))
+    if not echo:
+        return tuple(entries), None
+    n_prompt = sum(1 for o in offsets if o < len(prompt)) if offsets else 0
+    return tuple(entries[n_prompt:]), tuple(entries[:n_prompt])
+
+
 def _exchange_records(obj: dict[str, Any], *, require_prompt: bool) -> list[tuple[str | None, str, str]]:
     """(id, prompt, response) of a plain exchange record."""
     response = _require(obj, "response")
@@ -152,7 +202,7 @@ def _exchange_records(obj: dict[str, Any], *, require_prompt: bool) -> list[tupl
     rid = obj.get("id")
     if rid is not None and not isinstance(rid, (str, int)):
         raise _RecordError(f'field "id" must be a string or an integer, got {type(rid).__name__}')
-    return [(None if rid is None else str(rid), prompt, response)]
+    return [(None if rid is None else str(rid), prompt, response, None, None)]
 
 
 def _evidence_records(obj: dict[str, Any]) -> list[tuple[str | None, str, str]] | None:
@@ -187,9 +237,16 @@ def _evidence_records(obj: dict[str, Any]) -> list[tuple[str | None, str, str]] 
                 raise _RecordError(f'field "response.choices[{i}].text" must be a string')
         else:
             raise _RecordError(f'field "response.choices[{i}]" has neither "message" nor "text"')
-        if not text.strip():
+        echo = bool(request.get("echo"))
+        if echo and text.startswith(prompt):
+            text = text[len(prompt):]
+        if "message" in choice:
+            lp, plp = _chat_logprobs(choice.get("logprobs")), None
+        else:
+            lp, plp = _completion_logprobs(choice.get("logprobs"), prompt, echo)
+        if not text.strip() and plp is None:
             raise _RecordError(f'field "response.choices[{i}]" is empty')
-        out.append((f"{base}.{choice.get('index', i)}", prompt, text))
+        out.append((f"{base}.{choice.get('index', i)}", prompt, text, lp, plp))
     return out
 
 
@@ -263,9 +320,9 @@ def read_exchanges(paths: Sequence[str | os.PathLike[str]], *, skip_invalid: boo
                     raise InputError(f"{path} line {lineno}: {exc}") from None
                 result.skipped.append(SkippedRecord(str(path), lineno, str(exc)))
                 continue
-            for rid, prompt, response in records:
+            for rid, prompt, response, lp, plp in records:
                 result.exchanges.append(Exchange(rid if rid is not None else f"{path.name}:{lineno}",
-                                                 prompt, response, f"{path}:{lineno}"))
+                                                 prompt, response, f"{path}:{lineno}", lp, plp))
                 n_records += 1
         fmt = "evidence" if formats == {"evidence"} else "exchanges" if formats <= {"exchanges"} else "mixed"
         result.files.append(InputFile(str(path), digest, fmt, n_records))

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 
 from .errors import InputError
 
-__all__ = ["TokenizerWrapper", "TiktokenTokenizer", "load_tokenizer", "QWEN_PATTERN"]
+__all__ = ["TokenizerWrapper", "TiktokenTokenizer", "load_tokenizer", "token_bytes_table", "QWEN_PATTERN"]
 
 #: The pre-tokenization pattern of Qwen's tiktoken tokenizers (the default for rank files).
 QWEN_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
@@ -127,6 +127,37 @@ class TiktokenTokenizer:
 
 
 Tokenizer_ = TokenizerWrapper | TiktokenTokenizer
+
+
+def _byte_level_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode: byte-level BPE symbol -> byte value."""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1))
+          + list(range(ord("\u00ae"), ord("\u00ff") + 1)))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def token_bytes_table(tokenizer: Tokenizer_) -> list[bytes]:
+    """The bytes of every token id (byte-level BPE symbols decoded; tiktoken ranks as they are)."""
+    enc = getattr(tokenizer, "_enc", None)
+    if enc is not None:
+        return [enc.decode_single_token_bytes(i) for i in range(tokenizer.vocab_size)]
+    backend = tokenizer.backend
+    dec = _byte_level_decoder()
+    out = []
+    for i in range(tokenizer.vocab_size):
+        piece = backend.id_to_token(i)
+        if piece is not None and all(ch in dec for ch in piece):
+            out.append(bytes(dec[ch] for ch in piece))
+        else:
+            out.append(tokenizer.decode([i]).encode("utf-8"))
+    return out
 
 
 def load_tokenizer(path: str | os.PathLike[str], *, tiktoken_pattern: str | None = None) -> Tokenizer_:

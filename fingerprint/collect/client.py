@@ -111,6 +111,7 @@ class CollectSettings:
     endpoint: str = "chat"
     sampling: dict[str, Any] = field(default_factory=dict)
     logprobs: int | None = None
+    echo: bool = False
     samples: int = 1
     headers: dict[str, str] = field(default_factory=dict)
     api_key_env: str | None = None
@@ -124,6 +125,8 @@ class CollectSettings:
             raise ParameterError(f"samples must be >= 1, got {self.samples}")
         if self.logprobs is not None and not 0 <= self.logprobs <= 20:
             raise ParameterError(f"logprobs must be in [0, 20], got {self.logprobs}")
+        if self.echo and self.endpoint != "completions":
+            raise ParameterError("echo (prompt logprobs, reading mode) needs --endpoint completions")
 
     @property
     def url(self) -> str:
@@ -154,6 +157,8 @@ class CollectSettings:
             body["prompt"] = prompt.prompt
             if self.logprobs is not None:
                 body["logprobs"] = self.logprobs
+            if self.echo:
+                body["echo"] = True
         for name, value in self.sampling.items():
             if value is not None:
                 body[name] = value

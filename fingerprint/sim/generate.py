@@ -40,12 +40,14 @@ def _tail(history: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
 
 def generate(model: LanguageModel, prompts: Sequence[np.ndarray], max_new_tokens: int,
              rng: np.random.Generator, *, scheme: Scheme | None = None, temperature: float = 1.0,
-             top_p: float = 1.0, batch_size: int = 64) -> list[np.ndarray]:
+             top_p: float = 1.0, batch_size: int = 64, top_logprobs: int | None = None,
+             top_out: list | None = None) -> list[np.ndarray]:
     """Continue each prompt by ``max_new_tokens`` tokens.
 
     ``prompts``: token-id arrays (may be empty). With ``scheme`` the fingerprint is embedded;
     its windows reach back into the prompt, as a server's would. Returns one int64 array of
-    new tokens per prompt.
+    new tokens per prompt. With ``top_logprobs`` k, ``top_out`` receives per prompt a pair of
+    arrays ``(ids (L, k), logprobs (L, k))``: the model's k best tokens at each step.
     """
     out: list[np.ndarray] = []
     c = model.context_size
@@ -56,8 +58,15 @@ def generate(model: LanguageModel, prompts: Sequence[np.ndarray], max_new_tokens
         history = np.zeros((b, int(lengths.max(initial=0)) + max_new_tokens), dtype=np.int64)
         for i, p in enumerate(chunk):
             history[i, :p.size] = p
+        tops = []
         for _ in range(max_new_tokens):
             logp = model.next_logprobs(_tail(history, lengths, c))
+            if top_logprobs:
+                dist = apply_temperature_top_p(logp, temperature, top_p)
+                ids = np.argpartition(-dist, top_logprobs, axis=1)[:, :top_logprobs]
+                vals = np.take_along_axis(dist, ids, axis=1)
+                order = np.argsort(-vals, axis=1)
+                tops.append((np.take_along_axis(ids, order, axis=1), np.take_along_axis(vals, order, axis=1)))
             if scheme is None:
                 nxt = sample_from_logp(apply_temperature_top_p(logp, temperature, top_p), rng)
             else:
@@ -67,4 +76,6 @@ def generate(model: LanguageModel, prompts: Sequence[np.ndarray], max_new_tokens
             lengths += 1
         for i, p in enumerate(chunk):
             out.append(history[i, p.size:p.size + max_new_tokens].copy())
+            if top_logprobs and top_out is not None:
+                top_out.append((np.stack([t[0][i] for t in tops]), np.stack([t[1][i] for t in tops])))
     return out

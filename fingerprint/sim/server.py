@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..schemes import Scheme
+from ..tokenize import token_bytes_table
 from ..schemes.base import apply_temperature_top_p, sample_from_logp
 from .generate import LanguageModel, _tail
 
@@ -57,19 +58,6 @@ class Faults:
         return cls(rate / 5, rate / 5, rate / 5, rate / 5, rate / 5, **kw)
 
 
-def _byte_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's bytes_to_unicode: byte-level BPE symbol -> byte value."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
-
-
 class ServedModel:
     """A language model with its tokenizer, as the server runs it.
 
@@ -87,17 +75,7 @@ class ServedModel:
         self.token_bytes = self._token_bytes()
 
     def _token_bytes(self) -> list[bytes]:
-        vocab = self.tokenizer.vocab_size
-        backend = getattr(self.tokenizer, "backend", None)
-        out: list[bytes] = []
-        dec = _byte_decoder()
-        for i in range(vocab):
-            piece = backend.id_to_token(i) if backend is not None else None
-            if piece is not None and all(ch in dec for ch in piece):
-                out.append(bytes(dec[ch] for ch in piece))
-            else:
-                out.append(self.tokenizer.decode([i]).encode("utf-8"))
-        return out
+        return token_bytes_table(self.tokenizer)
 
     def encode(self, text: str) -> np.ndarray:
         tokens, _ = self.tokenizer.encode_batch([text])
