@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fingerprint.access import VocabMapper, logprob_items, reading_items, test_access
+from fingerprint.access import VocabMapper, logprob_items, reading_items, access_test
 from fingerprint.corpus import Exchange, ExchangeSet
 from fingerprint.keys import FingerprintKey
 from fingerprint.sim.distill import corpus_prompts, distill_student, fingerprinted_responses
@@ -83,7 +83,7 @@ def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray) -> list[
     mapper = VocabMapper(teacher.tokenizer)
     items = logprob_items(ex, teacher.tokenizer, mapper, 2, teacher.vocab_size)
     scores = scheme.tuple_scores(items.windows, items.tokens).astype(np.float64)
-    record("logprobs", [test_access(scheme, items, scores, int(np.searchsorted(items.position, m))).log10_pvalue
+    record("logprobs", [access_test(scheme, items, scores, int(np.searchsorted(items.position, m))).log10_pvalue
                         for m in marks])
     # reading: clean teacher texts fed to the student
     feed_prompts, _ = corpus_prompts(teacher, n_q, length=8, rng=rng)
@@ -103,7 +103,7 @@ def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray) -> list[
         exchanges.append(Exchange(f"f{i}", teacher.tokenizer.decode(fed[i]), "", "sim", None, plp))
     r_items = reading_items(ExchangeSet(exchanges=exchanges), mapper, 2, teacher.vocab_size, exclude_fed_pairs=False)
     r_scores = scheme.tuple_scores(r_items.windows, r_items.tokens).astype(np.float64)
-    record("reading", [test_access(scheme, r_items, r_scores, int(np.searchsorted(r_items.position, m))).log10_pvalue
+    record("reading", [access_test(scheme, r_items, r_scores, int(np.searchsorted(r_items.position, m))).log10_pvalue
                        for m in marks])
     for level in LEVELS:
         last = [r["log10_p"] for r in rows if r["level"] == level][-1]

@@ -3,7 +3,8 @@
 **Logprob statistic** (evidence collected with ``--logprobs K``). At each distinct context
 window of the suspect's answers (first occurrence across the corpus; prompt windows
 excluded) the statistic adds the probability mass the suspect puts on the fingerprinted side
-of its top-K tokens: ``S = sum_w sum_v q_w(v) * score(w, v)``. Under H0 the scores of distinct
+of its top-K tokens, each window's probabilities scaled to unit norm so that every window
+carries the same null variance: ``S = sum_w sum_v q_w(v) / ||q_w|| * score(w, v)``. Under H0 the scores of distinct
 (window, token) pairs are independent draws of the scheme's null (Bernoulli(gamma) green
 flags; m Bernoulli(1/2) g-bits; Exp(1) gumbel scores) and independent of the suspect's
 probabilities, so conditional on them ``S`` is a weighted sum of independent variables with
@@ -43,7 +44,7 @@ from .stats import Effect, TestResult, weighted_bernoulli_test, weighted_exponen
 from .tokenize import token_bytes_table
 from .windows import _splitmix64, first_occurrence_mask, ngram_ids
 
-__all__ = ["VocabMapper", "AccessItems", "logprob_items", "reading_items", "AccessResult", "test_access",
+__all__ = ["VocabMapper", "AccessItems", "logprob_items", "reading_items", "AccessResult", "access_test",
            "verify_access"]
 
 
@@ -164,7 +165,13 @@ def logprob_items(exchanges: ExchangeSet, tokenizer, mapper: VocabMapper, h: int
     dup = keep & (pos != chosen_pos)
     counts["duplicate_window_items"] = int(dup.sum())
     keep &= ~dup
-    return AccessItems("logprobs", windows[keep], tokens[keep], weights[keep], text[keep], pos[keep], read,
+    # each window's weights scaled to unit norm: every window contributes the same null variance,
+    # so spread-out (high-entropy) distributions, where a fingerprint can move mass, count fully
+    pos_k, w_k = pos[keep], weights[keep]
+    starts = np.flatnonzero(np.concatenate(([True], pos_k[1:] != pos_k[:-1])))
+    norms = np.sqrt(np.add.reduceat(w_k * w_k, starts)) if w_k.size else np.zeros(0)
+    w_k = w_k / np.repeat(norms, np.diff(np.concatenate((starts, [w_k.size]))))
+    return AccessItems("logprobs", windows[keep], tokens[keep], w_k, text[keep], pos_k, read,
                        len(exchanges.exchanges), counts)
 
 
@@ -257,7 +264,7 @@ def _item_scores(scheme, items: AccessItems) -> np.ndarray:
     return scheme.tuple_scores(items.windows, items.tokens).astype(np.float64)
 
 
-def test_access(scheme, items: AccessItems, scores: np.ndarray | None = None, upto: int | None = None,
+def access_test(scheme, items: AccessItems, scores: np.ndarray | None = None, upto: int | None = None,
                 confidence_level: float = 0.95) -> TestResult:
     """Test the first ``upto`` items (all by default) with the statistic of ``items.mode``."""
     s = _item_scores(scheme, items) if scores is None else scores
@@ -303,7 +310,7 @@ def verify_access(exchanges: ExchangeSet, tokenizer, key: FingerprintKey, *, mod
     items = (logprob_items(exchanges, tokenizer, mapper, h, key.vocab_size) if mode == "logprobs"
              else reading_items(exchanges, mapper, h, key.vocab_size, exclude_fed_pairs=not fed_texts_clean))
     scores = _item_scores(scheme, items)
-    test = test_access(scheme, items, scores)
+    test = access_test(scheme, items, scores)
     d_lp = np.empty(n_decoys)
     d_p = np.empty(n_decoys)
     rng = np.random.default_rng([decoy_seed, 0x72656164])
@@ -312,7 +319,7 @@ def verify_access(exchanges: ExchangeSet, tokenizer, key: FingerprintKey, *, mod
     for i, dkey in enumerate(key.decoys(n_decoys, seed=decoy_seed)):
         ds = dkey.scheme_object()
         sc = _item_scores(ds, items)
-        res = test_access(ds, items, sc)
+        res = access_test(ds, items, sc)
         d_lp[i] = res.log10_pvalue
         if mode == "reading":
             d_p[i] = float(ds.randomized_pvalues(np.array([res.statistic]), res.n if scheme.name != "tournament"
@@ -328,6 +335,6 @@ def verify_access(exchanges: ExchangeSet, tokenizer, key: FingerprintKey, *, mod
     traj = []
     for mark in marks:
         upto = int(np.searchsorted(items.position, mark))
-        traj.append((int(mark), upto, test_access(scheme, items, scores, upto).log10_pvalue))
+        traj.append((int(mark), upto, access_test(scheme, items, scores, upto).log10_pvalue))
     return AccessResult(mode, key.key_id, test, int(scores.size), items.tokens_read, items.counts, d_lp, ks,
                         empirical, traj)

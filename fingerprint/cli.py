@@ -110,6 +110,59 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _verify_access_mode(args: argparse.Namespace, suspect, tokenizer, keys, progress, t0: float) -> int:
+    import json
+
+    import numpy as np
+
+    from . import __version__
+    from .access import verify_access
+    from .corpus import sha256_file
+    from .report import format_pvalue, write_json
+    from .stats import holm
+
+    results = [verify_access(suspect, tokenizer, k, mode=args.mode, n_decoys=args.decoys,
+                             decoy_seed=args.decoy_seed, fed_texts_clean=args.fed_texts_clean, progress=progress)
+               for k in keys]
+    adjusted = holm(np.array([r.test.log10_pvalue for r in results])) if len(results) > 1 else \
+        np.array([r.test.log10_pvalue for r in results])
+    log10_alpha = math.log10(args.alpha)
+    rows = []
+    for r, adj in zip(results, adjusted):
+        passed = r.decoy_ks_pvalue >= 0.01
+        verdict = "inconclusive" if not passed else "detected" if adj <= log10_alpha else "not detected"
+        rows.append({"key_id": r.key_id, "mode": r.mode, "test": r.test.test, "statistic": r.test.statistic,
+                     "n_items": r.n_items, "tokens_read": r.tokens_read, "log10_pvalue": r.test.log10_pvalue,
+                     "holm_log10_pvalue": float(adj), "pvalue": r.test.pvalue,
+                     "effect": {"value": r.test.effect.value, "ci_low": r.test.effect.ci_low,
+                                "ci_high": r.test.effect.ci_high, "method": r.test.effect.method},
+                     "decoys": {"k": int(r.decoy_log10_pvalues.size), "ks_pvalue": r.decoy_ks_pvalue,
+                                "empirical_pvalue": r.decoy_empirical_pvalue, "passed": passed},
+                     "counts": r.counts, "verdict": verdict,
+                     "trajectory": [{"tokens_read": a, "n_items": b, "log10_pvalue": c} for a, b, c in r.trajectory]})
+    overall = ("detected" if any(x["verdict"] == "detected" for x in rows) else
+               "inconclusive" if any(x["verdict"] == "inconclusive" for x in rows) else "not detected")
+    doc = {"schema": "fingerprint-access-report", "schema_version": 1, "version": __version__, "mode": args.mode,
+           "alpha": args.alpha, "holm_applied": len(rows) > 1, "verdict": overall, "results": rows,
+           "fed_texts_clean": bool(args.fed_texts_clean),
+           "inputs": {"suspect": [{"path": f.path, "sha256": f.sha256, "format": f.format, "records": f.records}
+                                  for f in suspect.files],
+                      "tokenizer": {"path": str(args.tokenizer), "sha256": sha256_file(args.tokenizer)}}}
+    if args.json:
+        write_json(json.loads(json.dumps(doc, default=float)), args.json)
+    print(f"\nfingerprint verify --mode {args.mode}: {len(suspect.exchanges):,} exchanges, alpha = {args.alpha:g}")
+    for x in rows:
+        e = x["effect"]
+        print(f"{x['key_id'][:14]:<14} items {x['n_items']:>8,}  p {format_pvalue(x['holm_log10_pvalue']):>12}  "
+              f"effect {e['value']:+.4f}  decoys {'pass' if x['decoys']['passed'] else 'FAIL'} "
+              f"(KS {x['decoys']['ks_pvalue']:.2f})  {x['verdict']}")
+        print(f"  counts: {x['counts']}")
+    print(f"verdict: {overall} ({time.perf_counter() - t0:.1f}s)")
+    if args.fail_on_detect and overall == "detected":
+        return EXIT_DETECTED
+    return EXIT_OK
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .corpus import read_exchanges, sha256_file
     from .detect import VERDICT_DETECTED, VerifyOptions, verify_exchanges
@@ -125,6 +178,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     served = None
     if args.served:
         served = read_exchanges(args.served, skip_invalid=args.skip_invalid, require_prompt=False)
+    if args.mode != "text":
+        return _verify_access_mode(args, suspect, tokenizer, keys, progress, t0)
     options = VerifyOptions(alpha=args.alpha, n_decoys=args.decoys, decoy_seed=args.decoy_seed,
                             prior_probability=args.prior, effect_prior_max=args.effect_prior_max)
     result = verify_exchanges(suspect, tokenizer, keys, options=options, served=served, progress=progress)
@@ -332,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the owner's tokenizer.json, or a tiktoken rank file (needs fingerprint[tiktoken])")
     ver.add_argument("--tiktoken-pattern", help="pre-tokenization regex for a tiktoken rank file "
                                                 "(default: Qwen's)")
+    ver.add_argument("--mode", choices=["text", "logprobs", "reading"], default="text",
+                     help="text: sampled tokens (default); logprobs: the suspect's top-k logprobs (evidence "
+                          "from collect --logprobs K); reading: the suspect's predictions on your texts "
+                          "(evidence from collect --endpoint completions --echo --logprobs 1)")
+    ver.add_argument("--fed-texts-clean", action="store_true",
+                     help="reading mode: the fed texts were NOT produced with this key (exact null, more "
+                          "power); without it, pairs occurring in the fed texts are not scored")
     ver.add_argument("--served", nargs="+", help="the owner's served outputs (JSONL): score only windows "
                                                  "seen there (the supervised setting)")
     ver.add_argument("--decoys", type=int, default=100, help="decoy keys for the null control (default 100)")

@@ -1,0 +1,127 @@
+"""Logprob statistic and reading mode: validity over many keys, detection over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fingerprint.access import VocabMapper, reading_items, access_test, verify_access
+from fingerprint.corpus import Exchange, ExchangeSet, read_exchanges
+from fingerprint.keys import FingerprintKey
+from fingerprint.sim.distill import corpus_prompts, distill_student, fingerprinted_responses
+from fingerprint.sim.generate import generate
+from fingerprint.sim.server import ServedModel, serve
+from fingerprint.tokenize import token_bytes_table
+
+
+@pytest.fixture(scope="module")
+def setup(teacher, tmp_path_factory):
+    d = tmp_path_factory.mktemp("access")
+    key = FingerprintKey.generate("greenlist", vocab_size=teacher.vocab_size, delta=3.0)
+    key_path = key.save(d / "key.json")
+    rng = np.random.default_rng(11)
+    n_par = teacher.offsets.size - 1
+    half = np.sort(rng.choice(n_par, size=n_par // 2, replace=False))
+    clean = [teacher.tokens[teacher.offsets[i]:teacher.offsets[i + 1]] for i in half]
+    ct = np.concatenate(clean)
+    co = np.concatenate(([0], np.cumsum([c.size for c in clean])))
+    pool = fingerprinted_responses(teacher, key.scheme_object(), 120_000, rng=rng)
+    students = {rho: distill_student(ct, co, pool, rho, vocab_size=teacher.vocab_size)[0] for rho in (0.0, 0.1)}
+    queries, _ = corpus_prompts(teacher, 120, length=12, rng=rng)
+    qfile = d / "queries.jsonl"
+    qfile.write_text("".join(json.dumps({"id": i, "prompt": teacher.tokenizer.decode(q)}) + "\n"
+                             for i, q in enumerate(queries)))
+    clean_feed = generate(teacher.model, pool.prompts[:100], 150, rng)
+    ffile = d / "feed-clean.jsonl"
+    ffile.write_text("".join(json.dumps({"id": i, "prompt": teacher.tokenizer.decode(t)}) + "\n"
+                             for i, t in enumerate(clean_feed)))
+    marked_feed = d / "feed-marked.jsonl"
+    marked_feed.write_text("".join(json.dumps({"id": i, "prompt": teacher.tokenizer.decode(t)}) + "\n"
+                                   for i, t in enumerate(pool.responses[:100])))
+    return d, key, key_path, students, qfile, ffile, marked_feed
+
+
+def collect(url, prompts, out, *extra):
+    res = subprocess.run([sys.executable, "-m", "fingerprint.cli", "collect", str(prompts), "--base-url", url,
+                          "--model", "suspect", "--out", str(out), "--endpoint", "completions", "--quiet",
+                          *map(str, extra)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def verify(evidence, key_path, tokenizer, *extra):
+    res = subprocess.run([sys.executable, "-m", "fingerprint.cli", "verify", str(evidence), "--key", str(key_path),
+                          "--tokenizer", tokenizer, "--quiet", *map(str, extra)], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_logprobs_and_reading_over_http(setup, teacher):
+    d, key, key_path, students, qfile, ffile, marked_feed = setup
+    tok = teacher.tokenizer.source
+    out = {}
+    for rho, student in students.items():
+        with serve(ServedModel(student, teacher.tokenizer)) as srv:
+            lp = collect(srv.url, qfile, d / f"lp-{rho}.jsonl", "--max-tokens", 80, "--logprobs", 5)
+            rd = collect(srv.url, ffile, d / f"rd-{rho}.jsonl", "--max-tokens", 1, "--logprobs", 1, "--echo")
+        for mode, ev, extra in (("logprobs", lp, ()), ("reading", rd, ("--fed-texts-clean",))):
+            verify(ev, key_path, tok, "--mode", mode, "--decoys", 60, "--json", d / f"{mode}-{rho}.json", *extra)
+            out[(mode, rho)] = json.loads((d / f"{mode}-{rho}.json").read_text())["results"][0]
+    for mode in ("logprobs", "reading"):
+        assert out[(mode, 0.0)]["verdict"] == "not detected" and out[(mode, 0.0)]["log10_pvalue"] > -3
+        assert out[(mode, 0.1)]["verdict"] == "detected", out[(mode, 0.1)]
+        assert out[(mode, 0.0)]["decoys"]["passed"] and out[(mode, 0.1)]["decoys"]["passed"]
+    assert out[("logprobs", 0.0)]["counts"]["unmapped_tokens"] == 0
+
+
+def test_logprob_statistic_is_uniform_over_keys_on_a_rho0_student(setup, teacher):
+    d, key, key_path, students, qfile, *_ = setup
+    with serve(ServedModel(students[0.0], teacher.tokenizer)) as srv:
+        ev = collect(srv.url, qfile, d / "lp-null.jsonl", "--max-tokens", 60, "--logprobs", 5)
+    res = verify_access(read_exchanges([ev]), teacher.tokenizer, key, mode="logprobs", n_decoys=1000, decoy_seed=4)
+    p = 10 ** res.decoy_log10_pvalues
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+    lo, hi = stats.binom.interval(0.99, p.size, 0.01)
+    assert lo <= (p <= 0.01).sum() <= hi
+
+
+def test_reading_fingerprinted_texts_needs_the_fed_pair_rule(teacher):
+    """Innocent suspects that predict the owner's fingerprinted texts well must not look guilty:
+    without the fed-pair rule a perfect predictor (one that knows the texts, e.g. from the web)
+    is flagged under every key; with it the false-positive rate holds for it and for a realistic
+    predictor (the teacher's own model without the key)."""
+    tb = token_bytes_table(teacher.tokenizer)
+    mapper = VocabMapper(teacher.tokenizer)
+    base = FingerprintKey.generate("greenlist", vocab_size=teacher.vocab_size, delta=3.0)
+    rng = np.random.default_rng(2)
+    pvals: dict = {}
+    for key in base.decoys(120, seed=99):  # 120 independent real keys, each fingerprinting its own texts
+        scheme = key.scheme_object()
+        prompts, _ = corpus_prompts(teacher, 8, length=6, rng=rng)
+        texts = generate(teacher.model, prompts, 100, rng, scheme=scheme, batch_size=8)
+        suspects = {"model": [], "perfect": []}
+        for t in texts:
+            ctx = np.stack([np.r_[-1, -1, t][j:j + 2] for j in range(t.size)])
+            suspects["model"].append(teacher.model.next_logprobs(ctx).argmax(axis=1))
+            suspects["perfect"].append(t)
+        for name, preds in suspects.items():
+            es = ExchangeSet(exchanges=[
+                Exchange(f"t{i}", "", "", "sim", None,
+                         tuple((tb[int(t[j])], ((tb[int(pr[j])], 0.0),) if j else ()) for j in range(t.size)))
+                for i, (t, pr) in enumerate(zip(texts, preds))])
+            for rule in (False, True):
+                items = reading_items(es, mapper, 2, teacher.vocab_size, exclude_fed_pairs=rule)
+                p = 10 ** access_test(scheme, items).log10_pvalue if len(items.tokens) else 1.0
+                pvals.setdefault((name, rule), []).append(p)
+    p = {k: np.array(v) for k, v in pvals.items()}
+    assert (p[("perfect", False)] <= 1e-6).mean() > 0.95  # the bias is real
+    hi = stats.binom.ppf(0.99, 120, 0.01)
+    for name in ("model", "perfect"):
+        assert (p[(name, True)] <= 0.01).sum() <= hi
+        assert (p[(name, True)] <= 0.05).mean() <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 120)
