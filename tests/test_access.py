@@ -80,15 +80,20 @@ def test_logprobs_and_reading_over_http(setup, teacher):
     assert out[("logprobs", 0.0)]["counts"]["unmapped_tokens"] == 0
 
 
-def test_logprob_statistic_is_uniform_over_keys_on_a_rho0_student(setup, teacher):
-    d, key, key_path, students, qfile, *_ = setup
+@pytest.mark.parametrize("mode", ["logprobs", "reading"])
+def test_uniform_over_1000_keys_on_a_rho0_student(setup, teacher, mode):
+    d, key, key_path, students, qfile, ffile, _ = setup
     with serve(ServedModel(students[0.0], teacher.tokenizer)) as srv:
-        ev = collect(srv.url, qfile, d / "lp-null.jsonl", "--max-tokens", 60, "--logprobs", 5)
-    res = verify_access(read_exchanges([ev]), teacher.tokenizer, key, mode="logprobs", n_decoys=1000, decoy_seed=4)
+        if mode == "logprobs":
+            ev = collect(srv.url, qfile, d / "lp-null.jsonl", "--max-tokens", 60, "--logprobs", 5)
+        else:
+            ev = collect(srv.url, ffile, d / "rd-null.jsonl", "--max-tokens", 1, "--logprobs", 1, "--echo")
+    res = verify_access(read_exchanges([ev]), teacher.tokenizer, key, mode=mode, n_decoys=1000, decoy_seed=4,
+                        fed_texts_clean=True)
+    assert res.decoy_ks_pvalue > 0.01  # randomized p-values in reading mode (exact binomial is discrete)
     p = 10 ** res.decoy_log10_pvalues
-    assert stats.kstest(p, "uniform").pvalue > 0.01
     lo, hi = stats.binom.interval(0.99, p.size, 0.01)
-    assert lo <= (p <= 0.01).sum() <= hi
+    assert (p <= 0.01).sum() <= hi and (mode == "reading" or lo <= (p <= 0.01).sum())
 
 
 def test_reading_fingerprinted_texts_needs_the_fed_pair_rule(teacher):
