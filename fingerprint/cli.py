@@ -129,7 +129,7 @@ def _verify_access_mode(args: argparse.Namespace, suspect, tokenizer, keys, prog
     log10_alpha = math.log10(args.alpha)
     rows = []
     for r, adj in zip(results, adjusted):
-        passed = r.decoy_ks_pvalue >= 0.01
+        passed = r.decoy_ks_pvalue >= 0.001
         verdict = "inconclusive" if not passed else "detected" if adj <= log10_alpha else "not detected"
         rows.append({"key_id": r.key_id, "mode": r.mode, "test": r.test.test, "statistic": r.test.statistic,
                      "n_items": r.n_items, "tokens_read": r.tokens_read, "log10_pvalue": r.test.log10_pvalue,

@@ -72,7 +72,7 @@ class VerifyOptions:
     decoy_seed: int = 0
     prior_probability: float = 0.5
     effect_prior_max: float | None = None
-    ks_threshold: float = 0.01
+    ks_threshold: float = 0.001
     trajectory_points: int = 40
     confidence_level: float = 0.95
 
