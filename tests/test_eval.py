@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
-from eval import power, validity  # noqa: E402
+from eval import access, neural, power, validity  # noqa: E402
 
 
 def test_power_experiment_small(tmp_path, teacher):
@@ -24,6 +24,13 @@ def test_power_experiment_small(tmp_path, teacher):
     assert "text only (baseline" in (tmp_path / "power-greenlist-h2.md").read_text()
 
 
+def test_access_experiment_small(tmp_path, teacher):
+    assert access.main(["--seeds", "1", "--max-tokens", "6000", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "access.csv")))
+    assert {r["level"] for r in rows} == {"text", "logprobs", "reading"}
+    assert "| logprobs |" in (tmp_path / "access.md").read_text()
+
+
 def test_validity_experiment_small(tmp_path, teacher):
     validity.main(["--keys", "200", "--tokens", "10000", "--out", str(tmp_path)])
     rows = list(csv.DictReader(open(tmp_path / "validity.csv")))
@@ -34,6 +41,8 @@ def test_validity_experiment_small(tmp_path, teacher):
 
 @pytest.mark.slow
 def test_full_evaluations(tmp_path):
-    """The runs behind the README's tables (about 20 minutes): `pytest -m slow`."""
+    """The runs behind the README's tables (about 40 minutes): `pytest -m slow`."""
     assert validity.main(["--out", str(tmp_path)]) == 0
     assert power.main(["--seeds", "5", "--out", str(tmp_path)]) == 0
+    assert access.main(["--seeds", "3", "--out", str(tmp_path)]) == 0
+    assert neural.main(["--out", str(tmp_path)]) == 0
