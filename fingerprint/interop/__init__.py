@@ -1,0 +1,1 @@
+"""Bridges to other toolkits (optional extras; the core never imports this package)."""

@@ -1,0 +1,69 @@
+"""transformers interop: fingerprint schemes embedded in model.generate() through the adapter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from fingerprint.interop.hf import FingerprintLogitsProcessor  # noqa: E402
+from fingerprint.keys import FingerprintKey  # noqa: E402
+from fingerprint.sim.roundtrip import score_responses  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(teacher):
+    """A tiny GPT-2, randomly initialised and trained briefly here so its distributions are not uniform."""
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    cfg = transformers.GPT2Config(vocab_size=teacher.vocab_size, n_positions=128, n_embd=64, n_layer=2, n_head=2,
+                                  bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(120):
+        starts = rng.integers(0, teacher.tokens.size - 65, size=16)
+        batch = torch.from_numpy(np.stack([teacher.tokens[s:s + 64] for s in starts]))
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    assert loss.item() < 7.0  # well below ln(8192) = 9.0: no longer uniform
+    return model
+
+
+@pytest.mark.parametrize("name,params", [("greenlist", {"delta": 2.0}), ("gumbel", {}), ("tournament", {}),
+                                         ("greenlist", {"context_width": 4, "delta": 2.0})])
+def test_adapter_text_is_detected_within_400_tokens(tiny_gpt2, teacher, name, params):
+    key = FingerprintKey.generate(name, vocab_size=teacher.vocab_size, **params)
+    prompts = [teacher.tokens[teacher.offsets[i]:teacher.offsets[i] + 8] for i in (3, 300, 3000, 13000)]
+    processor = transformers.LogitsProcessorList([FingerprintLogitsProcessor(key, seed=1)])
+    torch.manual_seed(1)
+    out = tiny_gpt2.generate(torch.from_numpy(np.stack(prompts)), do_sample=True, max_new_tokens=100,
+                             logits_processor=processor, pad_token_id=0, top_k=0)
+    marked = [row[8:].numpy() for row in out]
+    assert sum(m.size for m in marked) == 400
+    result, _ = score_responses(key, prompts, marked)
+    assert result.log10_pvalue < -10, result
+    torch.manual_seed(2)
+    plain = tiny_gpt2.generate(torch.from_numpy(np.stack(prompts)), do_sample=True, max_new_tokens=100,
+                               pad_token_id=0, top_k=0)
+    null, _ = score_responses(key, prompts, [row[8:].numpy() for row in plain])
+    assert null.log10_pvalue > -3
+
+
+def test_adapter_matches_the_numpy_embed_side(teacher):
+    key = FingerprintKey.generate("greenlist", vocab_size=teacher.vocab_size, delta=2.5)
+    scheme = key.scheme_object()
+    rng = np.random.default_rng(0)
+    ids = torch.from_numpy(rng.integers(0, teacher.vocab_size, size=(3, 5)))
+    scores = torch.from_numpy(rng.normal(size=(3, teacher.vocab_size)).astype(np.float32))
+    got = FingerprintLogitsProcessor(key)(ids, scores).numpy()
+    want = scheme.bias_logits(scores.numpy().astype(np.float64), ids.numpy()[:, -2:])
+    assert np.allclose(got, want, atol=1e-5)
+    with pytest.raises(Exception, match="vocab_size"):
+        FingerprintLogitsProcessor(key)(ids, scores[:, :100])
