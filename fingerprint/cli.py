@@ -24,13 +24,23 @@ def _progress(msg: str) -> None:
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
     params = {}
-    for name in ("context_width", "gamma", "delta", "layers"):
+    for name in ("context_width", "gamma", "delta", "layers", "seeding", "greenlist_ratio", "bias"):
         value = getattr(args, name)
         if value is not None:
             if name not in SCHEMES[args.scheme].defaults:
                 raise FingerprintError(f"--{name.replace('_', '-')} does not apply to scheme {args.scheme!r}")
             params[name] = value
-    key = FingerprintKey.generate(args.scheme, vocab_size=args.vocab_size, **params)
+    if args.scheme == "hf-kgw":
+        import secrets as _secrets
+
+        from .schemes.hf_kgw import hashing_key_secret
+
+        hk = args.hashing_key if args.hashing_key is not None else _secrets.randbits(63)
+        key = FingerprintKey(hashing_key_secret(hk), "hf-kgw", params, args.vocab_size)
+    else:
+        if args.hashing_key is not None:
+            raise FingerprintError("--hashing-key applies only to scheme 'hf-kgw'")
+        key = FingerprintKey.generate(args.scheme, vocab_size=args.vocab_size, **params)
     key.save(args.out, overwrite=args.force)
     print(f"wrote {args.out} (mode 0600)")
     print(f"key_id     {key.key_id}")
@@ -360,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Create a secret fingerprint key from the OS CSPRNG. Scheme options "
                                     "not given take the scheme's defaults.")
     kg.add_argument("--scheme", required=True, choices=sorted(SCHEMES),
-                    help="greenlist (Kirchenbauer et al.), gumbel (Aaronson), tournament (SynthID-Text)")
+                    help="greenlist (Kirchenbauer et al.), gumbel (Aaronson), tournament (SynthID-Text), "
+                         "hf-kgw (transformers' WatermarkingConfig, for text it watermarked)")
     kg.add_argument("--vocab-size", type=int, required=True,
                     help="width of the model's logits (token ids are in [0, V))")
     kg.add_argument("--out", required=True, help="key file to write (refuses to overwrite without --force)")
@@ -369,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--gamma", type=float, help="greenlist: green fraction (default 0.25)")
     kg.add_argument("--delta", type=float, help="greenlist: logit bias of green tokens (default 3.0)")
     kg.add_argument("--layers", type=int, help="tournament: number of g-layers m (default 30)")
+    kg.add_argument("--hashing-key", type=int,
+                    help="hf-kgw: transformers' WatermarkingConfig hashing_key (kept secret in the key file)")
+    kg.add_argument("--seeding", choices=["lefthash", "selfhash"], help="hf-kgw: seeding scheme (default lefthash)")
+    kg.add_argument("--greenlist-ratio", type=float, help="hf-kgw: green fraction (default 0.25)")
+    kg.add_argument("--bias", type=float, help="hf-kgw: logit bias (default 2.0)")
     kg.set_defaults(func=_cmd_keygen)
 
     ver = sub.add_parser(

@@ -35,3 +35,28 @@ def deterministic_key_secrets(request, monkeypatch):
         return hashlib.blake2b(f"{request.node.nodeid}:{next(counter)}".encode(), digest_size=n).digest()
 
     monkeypatch.setattr(keys._secrets, "token_bytes", token_bytes)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(teacher):
+    """A tiny GPT-2, randomly initialised and trained briefly here so its distributions are not uniform."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    cfg = transformers.GPT2Config(vocab_size=teacher.vocab_size, n_positions=256, n_embd=64, n_layer=2, n_head=2,
+                                  bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(120):
+        starts = rng.integers(0, teacher.tokens.size - 65, size=16)
+        batch = torch.from_numpy(np.stack([teacher.tokens[s:s + 64] for s in starts]))
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    assert loss.item() < 7.0  # well below ln(8192) = 9.0: no longer uniform
+    return model

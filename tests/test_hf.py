@@ -13,29 +13,6 @@ from fingerprint.keys import FingerprintKey  # noqa: E402
 from fingerprint.sim.roundtrip import score_responses  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_gpt2(teacher):
-    """A tiny GPT-2, randomly initialised and trained briefly here so its distributions are not uniform."""
-    torch.manual_seed(0)
-    torch.set_num_threads(2)
-    cfg = transformers.GPT2Config(vocab_size=teacher.vocab_size, n_positions=128, n_embd=64, n_layer=2, n_head=2,
-                                  bos_token_id=0, eos_token_id=0)
-    model = transformers.GPT2LMHeadModel(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
-    model.train()
-    for _ in range(120):
-        starts = rng.integers(0, teacher.tokens.size - 65, size=16)
-        batch = torch.from_numpy(np.stack([teacher.tokens[s:s + 64] for s in starts]))
-        loss = model(input_ids=batch, labels=batch).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    assert loss.item() < 7.0  # well below ln(8192) = 9.0: no longer uniform
-    return model
-
-
 @pytest.mark.parametrize("name,params", [("greenlist", {"delta": 2.0}), ("gumbel", {}), ("tournament", {}),
                                          ("greenlist", {"context_width": 4, "delta": 2.0})])
 def test_adapter_text_is_detected_within_400_tokens(tiny_gpt2, teacher, name, params):

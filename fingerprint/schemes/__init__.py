@@ -11,13 +11,14 @@ from ..errors import ParameterError
 from .base import Scheme
 from .greenlist import GreenlistScheme
 from .gumbel import GumbelScheme
+from .hf_kgw import HfKgwScheme
 from .tournament import TournamentScheme
 
-__all__ = ["Scheme", "GreenlistScheme", "GumbelScheme", "TournamentScheme", "SCHEMES", "make_scheme",
+__all__ = ["Scheme", "GreenlistScheme", "GumbelScheme", "TournamentScheme", "HfKgwScheme", "SCHEMES", "make_scheme",
            "scheme_class"]
 
 SCHEMES: dict[str, type[Scheme]] = {
-    cls.name: cls for cls in (GreenlistScheme, GumbelScheme, TournamentScheme)
+    cls.name: cls for cls in (GreenlistScheme, GumbelScheme, TournamentScheme, HfKgwScheme)
 }
 
 

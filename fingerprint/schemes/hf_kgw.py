@@ -1,0 +1,222 @@
+"""transformers' KGW watermark (``WatermarkingConfig``: lefthash / selfhash), reproduced in numpy.
+
+Verifies text watermarked by Hugging Face transformers' ``WatermarkLogitsProcessor`` without
+torch, bit for bit on CPU, and tests it with fingerprint's exact, de-duplicated statistics.
+
+How transformers draws a green list (measured against torch 2.13 on CPU, see the tests):
+
+* ``torch.Generator().manual_seed(s)`` seeds MT19937 with ``s mod 2**32``; numpy's
+  ``RandomState(s & 0xffffffff)`` bit generator yields the same 32-bit stream;
+* ``torch.randperm(n, generator)`` is a forward Fisher-Yates shuffle, swapping position ``i``
+  with ``i + u32 % (n - i)``; the green list is the first ``int(n * greenlist_ratio)`` entries,
+  which are final after that many steps;
+* lefthash: ``s = hashing_key * previous_token``; selfhash: ``s = min(hashing_key * a * b)``
+  in wrapping int64 arithmetic, ``a = table[w] + 1`` over the last ``context_width`` tokens
+  (the scored token included), ``b = table[token] + 1``, with ``table = randperm(1_000_003)``
+  seeded by the hashing key; then ``manual_seed(s % (2**64 - 1))``.
+
+CUDA generators draw different streams: these schemes reproduce generation on CPU.
+
+The hashing key is the secret: it is kept in the key file's ``secret`` field (little-endian,
+first 8 bytes), never in the public parameters.
+
+In fingerprint's terms the window is what the seed depends on: the previous token for
+lefthash (h = 1), the ``context_width - 1`` previous tokens for selfhash (the token itself is
+part of the seed). Exactly ``int(V * ratio)`` tokens are green per window, so flags of
+distinct tuples with one window are sampled without replacement; the binomial tail with
+gamma = green list size / V is then conservative (tested against the exact
+sum-of-hypergeometrics null for lefthash).
+
+Known limits: (1) with an even hashing key, lefthash maps previous tokens that differ by a
+multiple of 2**(32 - a) (2**a dividing the key) to one seed; (2) selfhash takes the minimum
+over the window, so two different windows can share a seed (e.g. when the minimum falls on the
+scored token itself), and their flags for the same token are then one flag counted twice. Both
+need de-duplication on (seed, token) rather than (window, token); until then use the decoy
+check and prefer lefthash with an odd key for forensic claims.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..stats import TestResult, binomial_test, log10_bayes_factor_binomial, log10_binomial_sf_array
+from .base import Scheme, apply_temperature_top_p, check_contexts, check_logits, sample_from_logp
+
+__all__ = ["HfKgwScheme", "torch_randperm_prefix", "hashing_key_secret"]
+
+TABLE_SIZE = 1_000_003
+_U64 = (1 << 64) - 1
+
+
+def hashing_key_secret(hashing_key: int) -> bytes:
+    """The 32-byte key-file secret holding a transformers hashing key."""
+    if not 0 <= hashing_key < 2**63:
+        raise ParameterError(f"hashing key must be in [0, 2**63), got {hashing_key}")
+    return struct.pack("<Q", hashing_key) + bytes(24)
+
+
+def _mt_stream(seed: int, count: int) -> np.ndarray:
+    return np.random.RandomState(seed & 0xFFFFFFFF)._bit_generator.random_raw(count)
+
+
+def torch_randperm_prefix(seeds: np.ndarray | list[int], n: int, k: int) -> np.ndarray:
+    """The first ``k`` entries of ``torch.randperm(n)`` on CPU after ``manual_seed(seed)``, for
+    many seeds at once: ``(B,)`` -> ``(B, k)`` int64. Vectorized over seeds, k steps."""
+    seeds = [int(s) for s in seeds]
+    b = len(seeds)
+    raw = np.stack([_mt_stream(s, k) for s in seeds]) if b else np.zeros((0, k), np.uint64)
+    perm = np.tile(np.arange(n, dtype=np.int64), (b, 1))
+    rows = np.arange(b)
+    for i in range(k):
+        z = (raw[:, i] % np.uint64(n - i)).astype(np.int64) + i
+        a = perm[rows, i].copy()
+        perm[rows, i] = perm[rows, z]
+        perm[rows, z] = a
+    return perm[:, :k]
+
+
+@lru_cache(maxsize=4)
+def _fixed_table(hashing_key: int) -> np.ndarray:
+    raw = _mt_stream(hashing_key, TABLE_SIZE - 1)
+    p = list(range(TABLE_SIZE))
+    n = TABLE_SIZE
+    for i in range(n - 1):
+        z = int(raw[i]) % (n - i) + i
+        p[i], p[z] = p[z], p[i]
+    return np.array(p, dtype=np.int64)
+
+
+class HfKgwScheme(Scheme):
+    """transformers' KGW watermark; parameters ``seeding`` (lefthash/selfhash),
+    ``context_width`` (transformers' context width, default 1), ``greenlist_ratio`` (0.25),
+    ``bias`` (2.0). ``vocab_size`` is the model's logits width."""
+
+    name = "hf-kgw"
+    defaults = {"seeding": "lefthash", "context_width": 1, "greenlist_ratio": 0.25, "bias": 2.0}
+
+    def __init__(self, secret: bytes, vocab_size: int, **params: Any) -> None:
+        super().__init__(secret, vocab_size, **params)
+        self.hashing_key = struct.unpack("<Q", bytes(secret)[:8])[0] & (2**63 - 1)
+        self.hf_context_width = self.params["context_width"]
+        # fingerprint's window: what the seed depends on besides the scored token
+        self.context_width = 1 if self.params["seeding"] == "lefthash" else self.hf_context_width - 1
+        self.greenlist_size = int(self.vocab_size * self.params["greenlist_ratio"])
+        self._gamma = self.greenlist_size / self.vocab_size
+
+    @classmethod
+    def _validate(cls, params: dict[str, Any]) -> dict[str, Any]:
+        if params["seeding"] not in ("lefthash", "selfhash"):
+            raise ParameterError(f"seeding must be 'lefthash' or 'selfhash', got {params['seeding']!r}")
+        if params["context_width"] < 1:
+            raise ParameterError(f"context_width must be >= 1 for hf-kgw, got {params['context_width']}")
+        r = params["greenlist_ratio"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
+            raise ParameterError(f"greenlist_ratio must be in (0, 1), got {r!r}")
+        b = params["bias"]
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or b < 0:
+            raise ParameterError(f"bias must be a number >= 0, got {b!r}")
+        return {**params, "greenlist_ratio": float(r), "bias": float(b)}
+
+    # ---- seeds and green flags ------------------------------------------------------------
+    def _seeds(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """transformers' seed (after ``% (2**64 - 1)``) per tuple; windows ``(n, h)``, tokens ``(n,)``."""
+        key = self.hashing_key
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if self.params["seeding"] == "lefthash":
+            prev = np.asarray(windows, dtype=np.int64)[:, -1]
+            return np.array([(key * int(p)) % _U64 for p in prev], dtype=object)
+        table = _fixed_table(key)
+        seq = np.concatenate([np.asarray(windows, dtype=np.int64), tokens[:, None]], axis=1)
+        with np.errstate(over="ignore"):
+            a = (table[seq % TABLE_SIZE] + 1).astype(np.int64)
+            b = (table[tokens % TABLE_SIZE] + 1).astype(np.int64)[:, None]
+            prod = (np.int64(key) * a) * b  # wrapping int64, as torch computes it
+        return np.array([int(v) % _U64 for v in prod.min(axis=1)], dtype=object)
+
+    def green_flags(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """transformers' green flag of each (window, token), ``(n,)`` bool."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        seeds = self._seeds(windows, tokens)
+        out = np.zeros(tokens.size, dtype=bool)
+        if tokens.size == 0:
+            return out
+        uniq, inverse = np.unique(np.array([int(s) & 0xFFFFFFFF for s in seeds], dtype=np.uint64),
+                                  return_inverse=True)
+        for start in range(0, uniq.size, 512):
+            chunk = uniq[start:start + 512]
+            prefix = torch_randperm_prefix(chunk, self.vocab_size, self.greenlist_size)
+            mask = np.zeros((chunk.size, self.vocab_size), dtype=bool)
+            np.put_along_axis(mask, prefix, True, axis=1)
+            sel = (inverse >= start) & (inverse < start + chunk.size)
+            out[sel] = mask[inverse[sel] - start, tokens[sel]]
+        return out
+
+    # ---- score side -----------------------------------------------------------------------
+    def tuple_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        return self.green_flags(np.asarray(windows).reshape(len(tokens), -1), tokens).astype(np.int8)
+
+    def _tuple_scores(self, values: np.ndarray) -> np.ndarray:  # pragma: no cover - not PRF based
+        raise NotImplementedError
+
+    def score_table(self, table):
+        from ..windows import ScoredTuples
+
+        return ScoredTuples(table=table, scores=self.tuple_scores(table.windows(), table.next_tokens()))
+
+    def scores_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
+        words = blocks.reshape(blocks.shape[0], -1).astype(np.int64)
+        h = self.context_width
+        return self.tuple_scores(words[:, 1:h + 1], words[:, h + 1])
+
+    def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
+        return binomial_test(int(round(total)), int(n_tuples), self._gamma, confidence_level=confidence_level)
+
+    def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
+        return log10_binomial_sf_array(np.rint(totals), n_tuples, self._gamma)
+
+    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int, u: np.ndarray) -> np.ndarray:
+        from scipy import stats
+
+        k = np.rint(totals)
+        return stats.binom.sf(k, n_tuples, self._gamma) + u * stats.binom.pmf(k, n_tuples, self._gamma)
+
+    @property
+    def effect_prior_default(self) -> float:
+        return min(0.1, 1.0 - self._gamma)
+
+    def log10_bayes_factor(self, total: float, n_tuples: int, effect_max: float | None = None) -> float:
+        e = self.effect_prior_default if effect_max is None else effect_max
+        return log10_bayes_factor_binomial(int(round(total)), int(n_tuples), self._gamma, e)
+
+    # ---- embed side -----------------------------------------------------------------------
+    def bias_logits(self, logits: np.ndarray, contexts: np.ndarray) -> np.ndarray:
+        """What transformers' processor does to raw logits ``(b, V)``; contexts ``(b, h)``."""
+        logits = check_logits(logits, self.vocab_size)
+        contexts, full = check_contexts(contexts, logits.shape[0], self.context_width, self.vocab_size)
+        out = logits.copy()
+        rows = np.flatnonzero(full)
+        if rows.size == 0:
+            return out
+        if self.params["seeding"] == "lefthash":
+            seeds = self._seeds(contexts[rows], np.zeros(rows.size, dtype=np.int64))
+            prefix = torch_randperm_prefix([int(s) for s in seeds], self.vocab_size, self.greenlist_size)
+            for r, p in zip(rows, prefix):
+                out[r, p] += self.params["bias"]
+            return out
+        # selfhash: transformers checks the 40 most likely candidates, each with its own green list
+        top = np.argsort(-logits[rows], axis=1, kind="stable")[:, :40]
+        win = np.repeat(contexts[rows], top.shape[1], axis=0)
+        green = self.green_flags(win, top.ravel()).reshape(top.shape)
+        for i, r in enumerate(rows):
+            out[r, top[i, green[i]]] += self.params["bias"]
+        return out
+
+    def sample(self, logits: np.ndarray, contexts: np.ndarray, rng: np.random.Generator, *,
+               temperature: float = 1.0, top_p: float = 1.0) -> np.ndarray:
+        biased = self.bias_logits(logits, contexts)
+        return sample_from_logp(apply_temperature_top_p(biased, temperature, top_p), rng)
