@@ -42,7 +42,7 @@ from .errors import InputError, ParameterError
 from .keys import FingerprintKey
 from .stats import Effect, TestResult, weighted_bernoulli_test, weighted_exponential_test
 from .tokenize import token_bytes_table
-from .windows import _splitmix64, first_occurrence_mask, ngram_ids
+from .windows import _is_member, _splitmix64, first_occurrence_mask, ngram_ids, row_ids
 
 __all__ = ["VocabMapper", "AccessItems", "logprob_items", "reading_items", "AccessResult", "access_test",
            "verify_access"]
@@ -59,14 +59,6 @@ class VocabMapper:
     def ids(self, pieces: Sequence[bytes]) -> np.ndarray:
         get = self._map.get
         return np.fromiter((get(p, -1) for p in pieces), dtype=np.int64, count=len(pieces))
-
-
-def _row_ids(matrix: np.ndarray) -> np.ndarray:
-    """Unkeyed 64-bit ids of the rows of an integer matrix ``(n, k)``."""
-    ids = np.full(matrix.shape[0], np.uint64(matrix.shape[1]), dtype=np.uint64)
-    for j in range(matrix.shape[1]):
-        ids = _splitmix64(ids ^ matrix[:, j].astype(np.uint64))
-    return ids
 
 
 @dataclass
@@ -97,14 +89,6 @@ def _prompt_windows(tokenizer, exchanges: ExchangeSet, h: int, vocab: int) -> np
     ends = np.flatnonzero(in_text >= h - 1)
     ids = _splitmix64(ngram_ids(p_tokens, ends, h, vocab) ^ _splitmix64(text_of[ends].astype(np.uint64)))
     return np.sort(ids)
-
-
-def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    if sorted_set.size == 0:
-        return np.zeros(values.shape, dtype=bool)
-    idx = np.searchsorted(sorted_set, values)
-    idx[idx == sorted_set.size] = 0
-    return sorted_set[idx] == values
 
 
 def logprob_items(exchanges: ExchangeSet, tokenizer, mapper: VocabMapper, h: int, vocab: int) -> AccessItems:
@@ -149,8 +133,8 @@ def logprob_items(exchanges: ExchangeSet, tokenizer, mapper: VocabMapper, h: int
     text = np.array(rows_text, dtype=np.int64)
     pos = np.array(rows_pos, dtype=np.int64)
     # prompt exclusion, then one (the first) occurrence of every window across the corpus
-    wid = _row_ids(windows)
-    in_prompt = _member(_splitmix64(ngram_ids(windows.ravel(), np.arange(h - 1, windows.size, h), h, vocab)
+    wid = row_ids(windows)
+    in_prompt = _is_member(_splitmix64(ngram_ids(windows.ravel(), np.arange(h - 1, windows.size, h), h, vocab)
                                     ^ _splitmix64(text.astype(np.uint64))) if h else np.zeros(0, np.uint64),
                         _prompt_windows(tokenizer, exchanges, h, vocab)) if h else np.zeros(tokens.size, bool)
     counts["prompt_window_items"] = int(in_prompt.sum())
@@ -207,7 +191,7 @@ def reading_items(exchanges: ExchangeSet, mapper: VocabMapper, h: int, vocab: in
         if seq.size > h:
             m = np.lib.stride_tricks.sliding_window_view(seq, h + 1)
             m = m[(m >= 0).all(axis=1)]
-            fed.append(_row_ids(m))
+            fed.append(row_ids(m))
     fed_ids = np.sort(np.concatenate(fed)) if fed else np.zeros(0, np.uint64)
     rows_w, rows_t, rows_text, rows_pos = [], [], [], []
     read = 0
@@ -232,8 +216,8 @@ def reading_items(exchanges: ExchangeSet, mapper: VocabMapper, h: int, vocab: in
     tokens = np.array(rows_t, dtype=np.int64)
     text = np.array(rows_text, dtype=np.int64)
     pos = np.array(rows_pos, dtype=np.int64)
-    pair = _row_ids(np.concatenate([windows, tokens[:, None]], axis=1))
-    in_fed = _member(pair, fed_ids) if exclude_fed_pairs else np.zeros(pair.size, dtype=bool)
+    pair = row_ids(np.concatenate([windows, tokens[:, None]], axis=1))
+    in_fed = _is_member(pair, fed_ids) if exclude_fed_pairs else np.zeros(pair.size, dtype=bool)
     counts["pair_in_fed_text"] = int(in_fed.sum())
     keep = ~in_fed
     idx = np.flatnonzero(keep)

@@ -40,6 +40,7 @@ __all__ = [
     "select_tuples",
     "first_occurrence_mask",
     "ngram_ids",
+    "row_ids",
 ]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -54,6 +55,14 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         x = (x ^ (x >> np.uint64(30))) * _M1
         x = (x ^ (x >> np.uint64(27))) * _M2
     return x ^ (x >> np.uint64(31))
+
+
+def row_ids(matrix: np.ndarray) -> np.ndarray:
+    """Unkeyed 64-bit hash ids of the rows of an integer matrix ``(n, k)`` -> ``(n,)`` uint64."""
+    ids = np.full(matrix.shape[0], np.uint64(matrix.shape[1]), dtype=np.uint64)
+    for j in range(matrix.shape[1]):  # loop over columns, not rows
+        ids = _splitmix64(ids ^ matrix[:, j].astype(np.uint64))
+    return ids
 
 
 def check_tokens(tokens: np.ndarray, offsets: np.ndarray, vocab_size: int | None = None,

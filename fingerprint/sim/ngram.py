@@ -19,28 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ParameterError
-from ..windows import check_tokens
+from ..windows import check_tokens, row_ids
 
 __all__ = ["NgramLM"]
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
-
-
 def _context_keys(columns: np.ndarray) -> np.ndarray:
     """Hash rows of context token columns ``(n, c)`` (oldest first) to uint64 ``(n,)``."""
-    key = np.full(columns.shape[0], np.uint64(columns.shape[1]), dtype=np.uint64)
-    for j in range(columns.shape[1]):
-        key = _mix(key ^ columns[:, j].astype(np.uint64))
-    return key
+    return row_ids(columns)
 
 
 @dataclass
