@@ -6,7 +6,6 @@ Run: ``python -m pytest benchmarks/test_bench_collect.py -s``.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{med[r]:.1f}" if r in med else "n/a" for r in (0.02, 0.05, 0.1)]
             lines.append(f"| {rows[0]['scheme']} | {rows[0]['h']} | {seeds} | {mode} | "
                          f"{'none' if smallest is None else f'{smallest:.1%}'} | " + " | ".join(cells) + " |")
-    text = (f"Median over seeds at the largest budget of each run (200,000 suspect tokens).\n\n"
+    text = ("Median over seeds at the largest budget of each run (200,000 suspect tokens).\n\n"
             + "\n".join(lines) + "\n")
     (out / "power-summary.md").write_text(text)
     print(text)

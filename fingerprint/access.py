@@ -139,14 +139,14 @@ def logprob_items(exchanges: ExchangeSet, tokenizer, mapper: VocabMapper, h: int
                         _prompt_windows(tokenizer, exchanges, h, vocab)) if h else np.zeros(tokens.size, bool)
     counts["prompt_window_items"] = int(in_prompt.sum())
     keep = ~in_prompt
-    # first occurrence of each window (by position); all candidates of that position are kept
-    first_pos = {}
-    kept_idx = np.flatnonzero(keep)
-    firsts = first_occurrence_mask(wid[kept_idx])
-    for i in kept_idx[firsts]:
-        first_pos[int(wid[i])] = int(pos[i])
-    chosen_pos = np.array([first_pos.get(int(w), -1) for w in wid], dtype=np.int64)
-    dup = keep & (pos != chosen_pos)
+    # first occurrence of each window (by position); all candidates of that position are kept.
+    # Items come in position order and share their position's window (and prompt verdict).
+    group_start = np.flatnonzero(np.concatenate(([True], pos[1:] != pos[:-1])))
+    group_of = np.repeat(np.arange(group_start.size), np.diff(np.concatenate((group_start, [pos.size]))))
+    heads = group_start[keep[group_start]]
+    first_group = np.zeros(group_start.size, dtype=bool)
+    first_group[group_of[heads[first_occurrence_mask(wid[heads])]]] = True
+    dup = keep & ~first_group[group_of]
     counts["duplicate_window_items"] = int(dup.sum())
     keep &= ~dup
     # each window's weights scaled to unit norm: every window contributes the same null variance,

@@ -198,10 +198,6 @@ def _trajectory_marks(n_tokens: int, points: int) -> np.ndarray:
     return marks
 
 
-def _flatten_tokens(tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    return tokenizer.encode_batch(list(texts))
-
-
 def verify_exchanges(exchanges: ExchangeSet, tokenizer, keys: Sequence[FingerprintKey], *,
                      options: VerifyOptions = VerifyOptions(),
                      served: ExchangeSet | None = None,
@@ -228,14 +224,14 @@ def verify_exchanges(exchanges: ExchangeSet, tokenizer, keys: Sequence[Fingerpri
                          f"(padded logits): ids {vocab}..{key.vocab_size - 1} never occur in text")
 
     say(f"tokenizing {len(exchanges.exchanges):,} responses and prompts")
-    tokens, offsets = _flatten_tokens(tokenizer, exchanges.responses)
-    p_tokens, p_offsets = _flatten_tokens(tokenizer, exchanges.prompts)
+    tokens, offsets = tokenizer.encode_batch(exchanges.responses)
+    p_tokens, p_offsets = tokenizer.encode_batch(exchanges.prompts)
     ids = [e.id for e in exchanges.exchanges]
     served_tokens = None
     if served is not None:
         if not served.exchanges:
             raise InputError("the served-outputs input holds no responses")
-        served_tokens = _flatten_tokens(tokenizer, served.responses)
+        served_tokens = tokenizer.encode_batch(served.responses)
 
     selections: dict[int, tuple] = {}
     filter_size: int | None = None

@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 _LN10 = math.log(10.0)
-_TINY = 1e-300
 _EPS = 1e-16
 _FPMIN = 1e-300
 _SCIPY_FLOOR = 1e-280  # below this, switch from scipy's double to the log-space fraction

@@ -314,23 +314,19 @@ def evaluate(metrics: StrengthMetrics, thresholds: Thresholds, *, baseline: dict
         checks.append(Check(metric, kind, math.nan if value is None else float(value), float(limit), ok, msg))
 
     m = metrics
-    t = thresholds
-    if t.min_effect_ci_low is not None:
-        add("effect_ci_low", "threshold", m.effect_ci_low, t.min_effect_ci_low,
-            m.effect_ci_low >= t.min_effect_ci_low, "threshold >=")
-    if t.max_tokens_to_detect_median is not None:
-        add("tokens_to_detect_median", "threshold", m.tokens_to_detect_median, t.max_tokens_to_detect_median,
-            m.tokens_to_detect_median <= t.max_tokens_to_detect_median, "threshold <=")
-    if t.min_detectable_share is not None:
-        add("detectable_share", "threshold", m.detectable_share, t.min_detectable_share,
-            m.detectable_share >= t.min_detectable_share, "threshold >=")
-    if t.max_unmarked_share is not None:
-        add("unmarked_share", "threshold", m.unmarked_share, t.max_unmarked_share,
-            m.unmarked_share <= t.max_unmarked_share, "threshold <=")
-    if t.max_radioactivity_log10_pvalue is not None and m.radioactivity_log10_pvalue is not None:
-        add("radioactivity_log10_pvalue", "threshold", m.radioactivity_log10_pvalue,
-            t.max_radioactivity_log10_pvalue,
-            m.radioactivity_log10_pvalue <= t.max_radioactivity_log10_pvalue, "threshold <=")
+    # (metric, threshold field); METRIC_DIRECTIONS says whether the threshold is a floor or a cap
+    for metric, field_name in (("effect_ci_low", "min_effect_ci_low"),
+                               ("tokens_to_detect_median", "max_tokens_to_detect_median"),
+                               ("detectable_share", "min_detectable_share"),
+                               ("unmarked_share", "max_unmarked_share"),
+                               ("radioactivity_log10_pvalue", "max_radioactivity_log10_pvalue")):
+        limit = getattr(thresholds, field_name)
+        value = getattr(m, metric)
+        if limit is None or value is None:
+            continue
+        floor = METRIC_DIRECTIONS[metric] > 0
+        add(metric, "threshold", value, limit, value >= limit if floor else value <= limit,
+            "threshold >=" if floor else "threshold <=")
     if baseline is not None:
         b = baseline.get("metrics", baseline)
         tol = tolerances
