@@ -64,20 +64,59 @@ def _mt_stream(seed: int, count: int) -> np.ndarray:
     return np.random.RandomState(seed & 0xFFFFFFFF)._bit_generator.random_raw(count)
 
 
+def _mt_drawer():
+    """``draw(seed, count)``: the first ``count`` 32-bit outputs of MT19937 seeded like torch's
+    ``manual_seed`` (init_genrand). Reseeds one generator (about 15x faster than a new
+    ``RandomState`` per seed) where numpy exposes that."""
+    bits = np.random.MT19937(0)
+    if hasattr(bits, "_legacy_seeding"):
+        def draw(seed: int, count: int) -> np.ndarray:
+            bits._legacy_seeding(seed)
+            return bits.random_raw(count)
+        return draw
+    return lambda seed, count: _mt_stream(seed, count)
+
+
+#: Seeds per chunk of :func:`torch_randperm_prefix`: the ``(n, chunk)`` working permutation stays
+#: near 100 MB at n = 50k, and each of the k steps touches ``chunk`` entries.
+_CHUNK = 512
+
+
 def torch_randperm_prefix(seeds: np.ndarray | list[int], n: int, k: int) -> np.ndarray:
     """The first ``k`` entries of ``torch.randperm(n)`` on CPU after ``manual_seed(seed)``, for
-    many seeds at once: ``(B,)`` -> ``(B, k)`` int64. Vectorized over seeds, k steps."""
-    seeds = [int(s) for s in seeds]
-    b = len(seeds)
-    raw = np.stack([_mt_stream(s, k) for s in seeds]) if b else np.zeros((0, k), np.uint64)
-    perm = np.tile(np.arange(n, dtype=np.int64), (b, 1))
-    rows = np.arange(b)
-    for i in range(k):
-        z = (raw[:, i] % np.uint64(n - i)).astype(np.int64) + i
-        a = perm[rows, i].copy()
-        perm[rows, i] = perm[rows, z]
-        perm[rows, z] = a
-    return perm[:, :k]
+    many seeds at once: ``(B,)`` -> ``(B, k)`` int64.
+
+    The shuffle is sequential in its steps but independent across seeds, so it runs k vectorized
+    steps over chunks of seeds, on a position-major ``(n, chunk)`` permutation (step i reads one
+    contiguous row). Cost: about ``B * k`` swaps, the same work torch does per call.
+    """
+    seeds = np.asarray([int(s) & 0xFFFFFFFF for s in seeds], dtype=np.uint64)
+    out = np.empty((seeds.size, k), dtype=np.int64)
+    if k == 0 or seeds.size == 0:
+        return out
+    if not 0 < k <= n < 2**31:
+        raise ParameterError(f"need 0 < k <= n < 2**31, got k={k}, n={n}")
+    draw = _mt_drawer()
+    steps = np.arange(k, dtype=np.uint32)
+    span = (n - steps)[:, None]
+    for start in range(0, seeds.size, _CHUNK):
+        chunk = seeds[start:start + _CHUNK]
+        b = chunk.size
+        swap = np.empty((k, b), dtype=np.uint32)
+        for j, seed in enumerate(chunk):
+            swap[:, j] = draw(int(seed), k)
+        swap %= span
+        swap += steps[:, None]
+        cols = np.arange(b, dtype=np.int64)
+        perm = np.repeat(np.arange(n, dtype=np.int32), b).reshape(n, b)
+        flat = perm.reshape(-1)
+        for i in range(k):
+            target = swap[i] * np.int64(b) + cols
+            held = perm[i].copy()
+            perm[i] = flat.take(target)
+            flat[target] = held
+        out[start:start + b] = perm[:k].T
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -123,38 +162,65 @@ class HfKgwScheme(Scheme):
         return {**params, "greenlist_ratio": float(r), "bias": float(b)}
 
     # ---- seeds and green flags ------------------------------------------------------------
-    def _seeds(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """transformers' seed (after ``% (2**64 - 1)``) per tuple; windows ``(n, h)``, tokens ``(n,)``."""
+    def seeds32(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """transformers' generator seed mod 2**32 (all that MT19937 keeps) per tuple, ``(n,)``
+        uint64; windows ``(n, h)``, tokens ``(n,)``."""
         key = self.hashing_key
         tokens = np.asarray(tokens, dtype=np.int64)
+        windows = np.asarray(windows, dtype=np.int64).reshape(tokens.size, -1)
+        if tokens.size == 0:
+            return np.zeros(0, dtype=np.uint64)
         if self.params["seeding"] == "lefthash":
-            prev = np.asarray(windows, dtype=np.int64)[:, -1]
-            return np.array([(key * int(p)) % _U64 for p in prev], dtype=object)
+            # Python-int product, as transformers computes it; one per distinct previous token
+            prev = windows[:, -1]
+            order = np.sort(prev)
+            distinct = order[np.concatenate(([True], order[1:] != order[:-1]))]
+            seeds = np.array([((key * int(p)) % _U64) & 0xFFFFFFFF for p in distinct], dtype=np.uint64)
+            return seeds[np.searchsorted(distinct, prev)]
         table = _fixed_table(key)
-        seq = np.concatenate([np.asarray(windows, dtype=np.int64), tokens[:, None]], axis=1)
+        seq = np.concatenate([windows, tokens[:, None]], axis=1)
         with np.errstate(over="ignore"):
-            a = (table[seq % TABLE_SIZE] + 1).astype(np.int64)
-            b = (table[tokens % TABLE_SIZE] + 1).astype(np.int64)[:, None]
-            prod = (np.int64(key) * a) * b  # wrapping int64, as torch computes it
-        return np.array([int(v) % _U64 for v in prod.min(axis=1)], dtype=object)
+            a = table[seq % TABLE_SIZE] + 1
+            b = (table[tokens % TABLE_SIZE] + 1)[:, None]
+            low = ((np.int64(key) * a) * b).min(axis=1)  # wrapping int64, as torch computes it
+        # low % (2**64 - 1) in Python terms: low if low >= 0, else low + 2**64 - 1
+        return (low.view(np.uint64) - (low < 0).astype(np.uint64)) & np.uint64(0xFFFFFFFF)
 
     def green_flags(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """transformers' green flag of each (window, token), ``(n,)`` bool."""
         tokens = np.asarray(tokens, dtype=np.int64)
-        seeds = self._seeds(windows, tokens)
+        return self._flags_of_seeds(self.seeds32(windows, tokens), tokens)
+
+    def _flags_of_seeds(self, seeds: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         out = np.zeros(tokens.size, dtype=bool)
         if tokens.size == 0:
             return out
-        uniq, inverse = np.unique(np.array([int(s) & 0xFFFFFFFF for s in seeds], dtype=np.uint64),
-                                  return_inverse=True)
-        for start in range(0, uniq.size, 512):
-            chunk = uniq[start:start + 512]
-            prefix = torch_randperm_prefix(chunk, self.vocab_size, self.greenlist_size)
-            mask = np.zeros((chunk.size, self.vocab_size), dtype=bool)
+        order = np.argsort(seeds, kind="stable")
+        sorted_seeds = seeds[order]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_seeds[1:] != sorted_seeds[:-1])))
+        distinct = sorted_seeds[starts]
+        group = np.repeat(np.arange(starts.size), np.diff(np.append(starts, seeds.size)))
+        for lo in range(0, distinct.size, _CHUNK):
+            hi = min(lo + _CHUNK, distinct.size)
+            prefix = torch_randperm_prefix(distinct[lo:hi], self.vocab_size, self.greenlist_size)
+            mask = np.zeros((hi - lo, self.vocab_size), dtype=bool)
             np.put_along_axis(mask, prefix, True, axis=1)
-            sel = (inverse >= start) & (inverse < start + chunk.size)
-            out[sel] = mask[inverse[sel] - start, tokens[sel]]
+            a, b = starts[lo], (starts[hi] if hi < starts.size else seeds.size)
+            rows = order[a:b]
+            out[rows] = mask[group[a:b] - lo, tokens[rows]]
         return out
+
+    def distinct_mask(self, blocks: np.ndarray) -> np.ndarray:
+        """First occurrence of each (seed, token) among tuples encoded as blocks, ``(n,)`` bool.
+
+        A flag is a function of (seed, token), and distinct windows can share a seed (selfhash
+        takes a minimum over the window; lefthash with an even hashing key folds previous
+        tokens together), so (window, token) de-duplication alone would count one flag twice.
+        """
+        from ..windows import first_occurrence_mask
+
+        windows, tokens = self._tuples_of_blocks(blocks)
+        return first_occurrence_mask((self.seeds32(windows, tokens) << np.uint64(32)) | tokens.astype(np.uint64))
 
     # ---- score side -----------------------------------------------------------------------
     def tuple_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -168,10 +234,13 @@ class HfKgwScheme(Scheme):
 
         return ScoredTuples(table=table, scores=self.tuple_scores(table.windows(), table.next_tokens()))
 
-    def scores_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
+    def _tuples_of_blocks(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         words = blocks.reshape(blocks.shape[0], -1).astype(np.int64)
         h = self.context_width
-        return self.tuple_scores(words[:, 1:h + 1], words[:, h + 1])
+        return words[:, 1:h + 1], words[:, h + 1]
+
+    def scores_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
+        return self.tuple_scores(*self._tuples_of_blocks(blocks))
 
     def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
         return binomial_test(int(round(total)), int(n_tuples), self._gamma, confidence_level=confidence_level)
@@ -203,8 +272,8 @@ class HfKgwScheme(Scheme):
         if rows.size == 0:
             return out
         if self.params["seeding"] == "lefthash":
-            seeds = self._seeds(contexts[rows], np.zeros(rows.size, dtype=np.int64))
-            prefix = torch_randperm_prefix([int(s) for s in seeds], self.vocab_size, self.greenlist_size)
+            seeds = self.seeds32(contexts[rows], np.zeros(rows.size, dtype=np.int64))
+            prefix = torch_randperm_prefix(seeds, self.vocab_size, self.greenlist_size)
             for r, p in zip(rows, prefix):
                 out[r, p] += self.params["bias"]
             return out
