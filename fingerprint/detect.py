@@ -21,7 +21,7 @@ optional callback.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -277,10 +277,21 @@ def verify_exchanges(exchanges: ExchangeSet, tokenizer, keys: Sequence[Fingerpri
                         holm_applied=holm_applied, notes=notes)
 
 
+def _key_scores(scheme, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scores of the selected tuples under one key, and the key's own extra de-duplication
+    mask (``None`` when the scheme needs none)."""
+    scores = scheme.scores_of_blocks(blocks)
+    keep = scheme.distinct_mask(blocks)
+    return (scores, None) if keep is None else (scores[keep], keep)
+
+
 def _score_key(key: FingerprintKey, scheme, table, sel, blocks: np.ndarray, ids: list[str],
                options: VerifyOptions, say: Progress) -> dict:
-    scores = scheme.scores_of_blocks(blocks)
+    scores, keep = _key_scores(scheme, blocks)
     n = int(scores.size)
+    counts = sel.counts
+    if keep is not None and n < counts.scored:
+        counts = replace(counts, duplicate_tuple=counts.duplicate_tuple + counts.scored - n, scored=n)
     test = scheme.test_totals(float(scores.sum(dtype=np.float64)), n, confidence_level=options.confidence_level)
 
     effect_max = options.effect_prior_max if options.effect_prior_max is not None else scheme.effect_prior_default
@@ -290,15 +301,19 @@ def _score_key(key: FingerprintKey, scheme, table, sel, blocks: np.ndarray, ids:
                          effect_prior_max=effect_max, prior_probability=options.prior_probability,
                          posterior=posterior_probability(log10_bf, options.prior_probability))
 
-    kept_pos = table.positions[sel.mask]
+    selected_pos = table.positions[sel.mask]
     marks = _trajectory_marks(table.n_tokens, options.trajectory_points)
-    n_at = np.searchsorted(kept_pos, marks, side="left")
 
-    def trajectory_of(s: np.ndarray) -> np.ndarray:
+    def scored_before_marks(kept: np.ndarray | None) -> np.ndarray:
+        return np.searchsorted(selected_pos if kept is None else selected_pos[kept], marks, side="left")
+
+    def trajectory_of(s: np.ndarray, kept: np.ndarray | None) -> np.ndarray:
+        n_at = scored_before_marks(kept)
         cum = np.concatenate(([0.0], np.cumsum(s, dtype=np.float64)))
         return scheme.log10_pvalues(cum[n_at], n_at)
 
-    traj_main = trajectory_of(scores)
+    traj_main = trajectory_of(scores, keep)
+    n_at = scored_before_marks(keep)
 
     decoys = None
     decoy_traj = None
@@ -306,18 +321,19 @@ def _score_key(key: FingerprintKey, scheme, table, sel, blocks: np.ndarray, ids:
         say(f"decoys: {options.n_decoys} keys through the same pipeline")
         k = options.n_decoys
         totals = np.empty(k)
+        sizes = np.empty(k, dtype=np.int64)
         decoy_traj = np.empty((k, marks.size))
         for i, dkey in enumerate(key.decoys(k, seed=options.decoy_seed)):
-            dscheme = dkey.scheme_object()
-            dscores = dscheme.scores_of_blocks(blocks)
+            dscores, dkeep = _key_scores(dkey.scheme_object(), blocks)
             totals[i] = float(dscores.sum(dtype=np.float64))
-            decoy_traj[i] = trajectory_of(dscores)
+            sizes[i] = dscores.size
+            decoy_traj[i] = trajectory_of(dscores, dkeep)
             if (i + 1) % 25 == 0 and i + 1 < k:
                 say(f"decoys: {i + 1}/{k}")
-        d_log10 = scheme.log10_pvalues(totals, np.full(k, n))
+        d_log10 = scheme.log10_pvalues(totals, sizes)
         u = np.random.default_rng([options.decoy_seed, 0x6B73]).random(k)
-        ks = float(stats.kstest(scheme.randomized_pvalues(totals, n, u), "uniform").pvalue) if n else 1.0
-        d_effect = totals / test.n - test.null_rate if test.n else np.full(k, math.nan)
+        ks = float(stats.kstest(scheme.randomized_pvalues(totals, sizes, u), "uniform").pvalue) if n else 1.0
+        d_effect = totals / np.maximum(sizes, 1) - test.null_rate if test.n else np.full(k, math.nan)
         empirical = (1 + int((d_log10 <= test.log10_pvalue).sum())) / (k + 1)
         decoys = DecoySummary(k=k, seed=options.decoy_seed, empirical_pvalue=empirical, ks_pvalue=ks,
                               passed=ks >= options.ks_threshold,
@@ -336,11 +352,11 @@ def _score_key(key: FingerprintKey, scheme, table, sel, blocks: np.ndarray, ids:
         trajectory.append(TrajectoryPoint(int(mark), int(n_at[j]), float(traj_main[j]), float(lo),
                                           float(med), float(hi)))
 
-    text_idx = table.text_index[sel.mask]
+    text_idx = table.text_index[sel.mask] if keep is None else table.text_index[sel.mask][keep]
     n_texts = table.n_texts
     per_n = np.bincount(text_idx, minlength=n_texts)
     per_stat = np.bincount(text_idx, weights=scores, minlength=n_texts)
     responses = ResponseScores(ids=ids, n_tokens=np.diff(table.offsets), n_scored=per_n,
                                statistic=per_stat, log10_pvalue=scheme.log10_pvalues(per_stat, per_n))
-    return {"key": key.to_public_dict(), "test": test, "counts": sel.counts, "bayes": bayes,
+    return {"key": key.to_public_dict(), "test": test, "counts": counts, "bayes": bayes,
             "decoys": decoys, "trajectory": trajectory, "responses": responses}

@@ -121,6 +121,12 @@ class Scheme(abc.ABC):
         """Per-tuple scores ``(n,)`` of tuples encoded with :func:`fingerprint.prf.encode_tuples`."""
         return self._tuple_scores(self._prf.values_of_blocks(blocks))
 
+    def distinct_mask(self, blocks: np.ndarray) -> np.ndarray | None:
+        """Which of the already (window, token)-distinct tuples ``blocks`` still repeat a score
+        under this key, for schemes whose score depends on a keyed function of the window that
+        can collide (``(n,)`` bool, True = keep); ``None`` when (window, token) is enough."""
+        return None
+
     def test(self, scores: np.ndarray, *, confidence_level: float = 0.95) -> TestResult:
         """Exact test of H0 "the tokens are independent of the key" on de-duplicated scores.
 
@@ -139,7 +145,7 @@ class Scheme(abc.ABC):
         """Vectorized exact log10 p-values for many (total, n_tuples) pairs, shape ``(r,)``."""
 
     @abc.abstractmethod
-    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int, u: np.ndarray) -> np.ndarray:
+    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int | np.ndarray, u: np.ndarray) -> np.ndarray:
         """Randomized p-values (exactly U(0, 1) under H0, also for discrete statistics):
         ``P[T > t] + u * P[T = t]``; shape ``(r,)``."""
 

@@ -59,7 +59,7 @@ class GreenlistScheme(Scheme):
     def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
         return log10_binomial_sf_array(np.rint(totals), n_tuples, self.params["gamma"])
 
-    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int, u: np.ndarray) -> np.ndarray:
+    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int | np.ndarray, u: np.ndarray) -> np.ndarray:
         k = np.rint(totals)
         g = self.params["gamma"]
         return stats.binom.sf(k, n_tuples, g) + u * stats.binom.pmf(k, n_tuples, g)

@@ -43,8 +43,9 @@ class GumbelScheme(Scheme):
     def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
         return log10_gamma_sf_array(totals, n_tuples)
 
-    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int, u: np.ndarray) -> np.ndarray:
-        return special.gammaincc(n_tuples, np.asarray(totals, dtype=np.float64)) if n_tuples else u
+    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int | np.ndarray, u: np.ndarray) -> np.ndarray:
+        n = np.asarray(n_tuples)
+        return np.where(n > 0, special.gammaincc(np.maximum(n, 1), np.asarray(totals, dtype=np.float64)), u)
 
     @property
     def effect_prior_default(self) -> float:

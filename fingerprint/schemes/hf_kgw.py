@@ -27,12 +27,14 @@ distinct tuples with one window are sampled without replacement; the binomial ta
 gamma = green list size / V is then conservative (tested against the exact
 sum-of-hypergeometrics null for lefthash).
 
-Known limits: (1) with an even hashing key, lefthash maps previous tokens that differ by a
-multiple of 2**(32 - a) (2**a dividing the key) to one seed; (2) selfhash takes the minimum
-over the window, so two different windows can share a seed (e.g. when the minimum falls on the
-scored token itself), and their flags for the same token are then one flag counted twice. Both
-need de-duplication on (seed, token) rather than (window, token); until then use the decoy
-check and prefer lefthash with an odd key for forensic claims.
+De-duplication: a flag is a function of (seed, token), and distinct windows can share a seed
+(lefthash with an even hashing key folds previous tokens that differ by a multiple of
+2**(32 - a), 2**a dividing the key, onto one seed; selfhash takes a minimum over the window,
+which often falls on the scored token's own term). So beyond fingerprint's (window, token)
+de-duplication the scheme keeps only the first tuple of each (seed, token)
+(:meth:`HfKgwScheme.distinct_mask`, applied per key by ``verify``, decoys included; the extra
+drops are counted as duplicate tuples). With it the exact null holds for both seedings and
+any key (tested over many keys against the sum-of-hypergeometrics null).
 """
 
 from __future__ import annotations
@@ -119,15 +121,50 @@ def torch_randperm_prefix(seeds: np.ndarray | list[int], n: int, k: int) -> np.n
     return out
 
 
+def full_randperm(seed: int, n: int) -> np.ndarray:
+    """``torch.randperm(n)`` on CPU after ``manual_seed(seed)``, all of it: ``(n,)`` int64.
+
+    Vectorized rather than n sequential swaps. With ``z_i`` the swap target of step i, position
+    i's final entry is what position ``z_i`` holds just before step i: the entry moved there by
+    the previous step with the same target, if any, else ``z_i`` itself. What position j holds
+    just before step j follows the same rule one level down (the last earlier step that targeted
+    j), so every entry is found by chasing pointers to a position nothing had touched.
+    """
+    if n == 1:
+        return np.zeros(1, dtype=np.int64)
+    steps = np.arange(n - 1, dtype=np.int64)
+    z = (_mt_stream(seed, n - 1).astype(np.int64) % (n - steps)) + steps
+    order = np.argsort(z * n + steps)  # grouped by target, steps ascending within a group
+    zs = z[order]
+    same = np.concatenate(([False], zs[1:] == zs[:-1]))
+    prev_same = np.full(n - 1, -1, dtype=np.int64)
+    prev_same[order[same]] = order[np.flatnonzero(same) - 1]
+    # last step before j that moved an entry into position j (self-swaps move nothing)
+    moved = z != steps
+    hits = order[moved[order]]
+    target = z[hits]
+    latest = np.ones(target.size, dtype=bool)
+    latest[:-1] = target[1:] != target[:-1]
+    last_hit = np.full(n, -1, dtype=np.int64)
+    last_hit[target[latest]] = hits[latest]
+    held = np.arange(n - 1, dtype=np.int64)  # what position j holds just before step j
+    ptr = last_hit[:n - 1].copy()
+    live = np.flatnonzero(ptr >= 0)
+    while live.size:
+        held[live] = ptr[live]
+        ptr[live] = last_hit[ptr[live]]
+        live = live[ptr[live] >= 0]
+    perm = np.empty(n, dtype=np.int64)
+    perm[:n - 1] = np.where(~moved, held, np.where(prev_same >= 0, held[np.maximum(prev_same, 0)], z))
+    seen = np.zeros(n, dtype=bool)
+    seen[perm[:n - 1]] = True
+    perm[n - 1] = int(np.flatnonzero(~seen)[0])
+    return perm
+
+
 @lru_cache(maxsize=4)
 def _fixed_table(hashing_key: int) -> np.ndarray:
-    raw = _mt_stream(hashing_key, TABLE_SIZE - 1)
-    p = list(range(TABLE_SIZE))
-    n = TABLE_SIZE
-    for i in range(n - 1):
-        z = int(raw[i]) % (n - i) + i
-        p[i], p[z] = p[z], p[i]
-    return np.array(p, dtype=np.int64)
+    return full_randperm(hashing_key, TABLE_SIZE)
 
 
 class HfKgwScheme(Scheme):
@@ -167,9 +204,9 @@ class HfKgwScheme(Scheme):
         uint64; windows ``(n, h)``, tokens ``(n,)``."""
         key = self.hashing_key
         tokens = np.asarray(tokens, dtype=np.int64)
-        windows = np.asarray(windows, dtype=np.int64).reshape(tokens.size, -1)
         if tokens.size == 0:
             return np.zeros(0, dtype=np.uint64)
+        windows = np.asarray(windows, dtype=np.int64).reshape(tokens.size, -1)
         if self.params["seeding"] == "lefthash":
             # Python-int product, as transformers computes it; one per distinct previous token
             prev = windows[:, -1]
@@ -224,7 +261,7 @@ class HfKgwScheme(Scheme):
 
     # ---- score side -----------------------------------------------------------------------
     def tuple_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        return self.green_flags(np.asarray(windows).reshape(len(tokens), -1), tokens).astype(np.int8)
+        return self.green_flags(np.asarray(windows).reshape(len(tokens), self.context_width), tokens).astype(np.int8)
 
     def _tuple_scores(self, values: np.ndarray) -> np.ndarray:  # pragma: no cover - not PRF based
         raise NotImplementedError
@@ -248,7 +285,7 @@ class HfKgwScheme(Scheme):
     def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
         return log10_binomial_sf_array(np.rint(totals), n_tuples, self._gamma)
 
-    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int, u: np.ndarray) -> np.ndarray:
+    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int | np.ndarray, u: np.ndarray) -> np.ndarray:
         from scipy import stats
 
         k = np.rint(totals)

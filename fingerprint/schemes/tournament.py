@@ -69,7 +69,7 @@ class TournamentScheme(Scheme):
     def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
         return log10_binomial_sf_array(np.rint(totals), self.params["layers"] * np.asarray(n_tuples), 0.5)
 
-    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int, u: np.ndarray) -> np.ndarray:
+    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int | np.ndarray, u: np.ndarray) -> np.ndarray:
         k = np.rint(totals)
         n = self.params["layers"] * n_tuples
         return stats.binom.sf(k, n, 0.5) + u * stats.binom.pmf(k, n, 0.5)
