@@ -24,7 +24,8 @@ def _progress(msg: str) -> None:
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
     params = {}
-    for name in ("context_width", "gamma", "delta", "layers", "seeding", "greenlist_ratio", "bias"):
+    for name in ("context_width", "gamma", "delta", "layers", "seeding", "greenlist_ratio", "bias", "ngram_len",
+                 "sampling_table_size", "sampling_table_seed", "context_history_size"):
         value = getattr(args, name)
         if value is not None:
             if name not in SCHEMES[args.scheme].defaults:
@@ -37,9 +38,24 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
         hk = args.hashing_key if args.hashing_key is not None else _secrets.randbits(63)
         key = FingerprintKey(hashing_key_secret(hk), "hf-kgw", params, args.vocab_size)
+    elif args.scheme == "hf-synthid" and args.synthid_keys is not None:
+        from .schemes.hf_synthid import synthid_keys_secret
+
+        try:
+            keys = [int(k) for k in args.synthid_keys.split(",")]
+        except ValueError:
+            raise FingerprintError(f"--synthid-keys must be comma-separated integers, got {args.synthid_keys!r}") \
+                from None
+        key = FingerprintKey(synthid_keys_secret(keys), "hf-synthid", {**params, "depth": len(keys)}, args.vocab_size)
     else:
         if args.hashing_key is not None:
             raise FingerprintError("--hashing-key applies only to scheme 'hf-kgw'")
+        if args.synthid_keys is not None:
+            raise FingerprintError("--synthid-keys applies only to scheme 'hf-synthid'")
+        if args.depth is not None:
+            if args.scheme != "hf-synthid":
+                raise FingerprintError("--depth applies only to scheme 'hf-synthid'")
+            params["depth"] = args.depth
         key = FingerprintKey.generate(args.scheme, vocab_size=args.vocab_size, **params)
     key.save(args.out, overwrite=args.force)
     print(f"wrote {args.out} (mode 0600)")
@@ -371,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "not given take the scheme's defaults.")
     kg.add_argument("--scheme", required=True, choices=sorted(SCHEMES),
                     help="greenlist (Kirchenbauer et al.), gumbel (Aaronson), tournament (SynthID-Text), "
-                         "hf-kgw (transformers' WatermarkingConfig, for text it watermarked)")
+                         "hf-kgw (transformers' WatermarkingConfig), hf-synthid (transformers' "
+                         "SynthIDTextWatermarkingConfig): the hf-* schemes verify text transformers watermarked")
     kg.add_argument("--vocab-size", type=int, required=True,
                     help="width of the model's logits (token ids are in [0, V))")
     kg.add_argument("--out", required=True, help="key file to write (refuses to overwrite without --force)")
@@ -385,6 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--seeding", choices=["lefthash", "selfhash"], help="hf-kgw: seeding scheme (default lefthash)")
     kg.add_argument("--greenlist-ratio", type=float, help="hf-kgw: green fraction (default 0.25)")
     kg.add_argument("--bias", type=float, help="hf-kgw: logit bias (default 2.0)")
+    kg.add_argument("--synthid-keys", metavar="K1,K2,...",
+                    help="hf-synthid: transformers' SynthIDTextWatermarkingConfig keys (kept secret in the key "
+                         "file; default: 30 random keys)")
+    kg.add_argument("--depth", type=int, help="hf-synthid: number of random keys when --synthid-keys is not given")
+    kg.add_argument("--ngram-len", type=int, help="hf-synthid: ngram_len (default 5)")
+    kg.add_argument("--sampling-table-size", type=int, help="hf-synthid: sampling_table_size (default 65536)")
+    kg.add_argument("--sampling-table-seed", type=int, help="hf-synthid: sampling_table_seed (default 0)")
+    kg.add_argument("--context-history-size", type=int, help="hf-synthid: context_history_size (default 1024)")
     kg.set_defaults(func=_cmd_keygen)
 
     ver = sub.add_parser(

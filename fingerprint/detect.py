@@ -292,10 +292,16 @@ def _score_key(key: FingerprintKey, scheme, table, sel, blocks: np.ndarray, ids:
     counts = sel.counts
     if keep is not None and n < counts.scored:
         counts = replace(counts, duplicate_tuple=counts.duplicate_tuple + counts.scored - n, scored=n)
-    test = scheme.test_totals(float(scores.sum(dtype=np.float64)), n, confidence_level=options.confidence_level)
+    by_tuples = scheme.null_depends_on_tuples
+    kept_blocks = blocks if keep is None else blocks[keep]
+    if by_tuples:  # the exact null depends on which tuples were scored (shared by the decoys)
+        null = scheme.set_null(kept_blocks)
+        test = null.test(float(scores.sum(dtype=np.float64)), confidence_level=options.confidence_level)
+    else:
+        test = scheme.test_totals(float(scores.sum(dtype=np.float64)), n, confidence_level=options.confidence_level)
 
     effect_max = options.effect_prior_max if options.effect_prior_max is not None else scheme.effect_prior_default
-    log10_bf = scheme.log10_bayes_factor(test.statistic, n, effect_max)
+    log10_bf = scheme.log10_bayes_factor(test.statistic, test.n, effect_max)
     bayes = BayesSummary(log10_bayes_factor=log10_bf,
                          effect_prior=f"uniform(0, {effect_max:g}) on the excess over the null rate",
                          effect_prior_max=effect_max, prior_probability=options.prior_probability,
@@ -307,9 +313,16 @@ def _score_key(key: FingerprintKey, scheme, table, sel, blocks: np.ndarray, ids:
     def scored_before_marks(kept: np.ndarray | None) -> np.ndarray:
         return np.searchsorted(selected_pos if kept is None else selected_pos[kept], marks, side="left")
 
+    nulls_at = None
+    if by_tuples:
+        say(f"exact nulls at {marks.size} trajectory points")
+        nulls_at = [scheme.set_null(kept_blocks[:m]) for m in scored_before_marks(keep)]
+
     def trajectory_of(s: np.ndarray, kept: np.ndarray | None) -> np.ndarray:
         n_at = scored_before_marks(kept)
         cum = np.concatenate(([0.0], np.cumsum(s, dtype=np.float64)))
+        if nulls_at is not None:
+            return np.array([float(nl.log10_sf(cum[m:m + 1])[0]) for nl, m in zip(nulls_at, n_at)])
         return scheme.log10_pvalues(cum[n_at], n_at)
 
     traj_main = trajectory_of(scores, keep)
@@ -330,10 +343,17 @@ def _score_key(key: FingerprintKey, scheme, table, sel, blocks: np.ndarray, ids:
             decoy_traj[i] = trajectory_of(dscores, dkeep)
             if (i + 1) % 25 == 0 and i + 1 < k:
                 say(f"decoys: {i + 1}/{k}")
-        d_log10 = scheme.log10_pvalues(totals, sizes)
         u = np.random.default_rng([options.decoy_seed, 0x6B73]).random(k)
-        ks = float(stats.kstest(scheme.randomized_pvalues(totals, sizes, u), "uniform").pvalue) if n else 1.0
-        d_effect = totals / np.maximum(sizes, 1) - test.null_rate if test.n else np.full(k, math.nan)
+        if by_tuples:
+            d_log10 = null.log10_sf(totals)
+            randomized = null.randomized(totals, u)
+        else:
+            d_log10 = scheme.log10_pvalues(totals, sizes)
+            randomized = scheme.randomized_pvalues(totals, sizes, u)
+        ks = float(stats.kstest(randomized, "uniform").pvalue) if n else 1.0
+        trials_per_tuple = test.n / n if n else 1.0  # e.g. tournament layers, SynthID depth
+        d_effect = (totals / np.maximum(sizes * trials_per_tuple, 1) - test.null_rate if test.n
+                    else np.full(k, math.nan))
         empirical = (1 + int((d_log10 <= test.log10_pvalue).sum())) / (k + 1)
         decoys = DecoySummary(k=k, seed=options.decoy_seed, empirical_pvalue=empirical, ks_pvalue=ks,
                               passed=ks >= options.ks_threshold,
@@ -356,7 +376,14 @@ def _score_key(key: FingerprintKey, scheme, table, sel, blocks: np.ndarray, ids:
     n_texts = table.n_texts
     per_n = np.bincount(text_idx, minlength=n_texts)
     per_stat = np.bincount(text_idx, weights=scores, minlength=n_texts)
+    if by_tuples:
+        order = np.argsort(text_idx, kind="stable")
+        bounds = np.concatenate(([0], np.cumsum(per_n)))
+        per_log10 = np.array([float(scheme.set_null(kept_blocks[order[bounds[i]:bounds[i + 1]]])
+                                    .log10_sf(per_stat[i:i + 1])[0]) for i in range(n_texts)])
+    else:
+        per_log10 = scheme.log10_pvalues(per_stat, per_n)
     responses = ResponseScores(ids=ids, n_tokens=np.diff(table.offsets), n_scored=per_n,
-                               statistic=per_stat, log10_pvalue=scheme.log10_pvalues(per_stat, per_n))
+                               statistic=per_stat, log10_pvalue=per_log10)
     return {"key": key.to_public_dict(), "test": test, "counts": counts, "bayes": bayes,
             "decoys": decoys, "trajectory": trajectory, "responses": responses}

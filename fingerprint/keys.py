@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KeyFileError, ParameterError
-from .schemes import Scheme, make_scheme, scheme_class
+from .schemes import SCHEMES, Scheme, make_scheme, scheme_class
 
 __all__ = ["FingerprintKey", "SECRET_BYTES"]
 
@@ -53,8 +53,6 @@ class FingerprintKey:
     __slots__ = ("_secret", "scheme", "params", "vocab_size", "key_id")
 
     def __init__(self, secret: bytes, scheme: str, params: dict[str, Any] | None, vocab_size: int) -> None:
-        if not isinstance(secret, (bytes, bytearray)) or len(secret) != SECRET_BYTES:
-            raise ParameterError(f"secret must be {SECRET_BYTES} bytes")
         cls = scheme_class(scheme)
         merged = {**cls.defaults, **(params or {})}
         unknown = set(merged) - set(cls.defaults)
@@ -63,9 +61,13 @@ class FingerprintKey:
                                  f"known: {sorted(cls.defaults)}")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
             raise ParameterError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
+        validated = cls.validate_params(merged)
+        size = cls.secret_bytes(validated)
+        if not isinstance(secret, (bytes, bytearray)) or len(secret) != size:
+            raise ParameterError(f"secret must be {size} bytes for scheme {scheme!r}")
         self._secret = bytes(secret)
         self.scheme: str = scheme
-        self.params: dict[str, Any] = cls.validate_params(merged)
+        self.params: dict[str, Any] = validated
         self.vocab_size: int = vocab_size
         self.key_id: str = _key_id(self._secret)
 
@@ -73,7 +75,9 @@ class FingerprintKey:
     @classmethod
     def generate(cls, scheme: str, *, vocab_size: int, **params: Any) -> "FingerprintKey":
         """A new key with a secret from the operating system's CSPRNG."""
-        return cls(_secrets.token_bytes(SECRET_BYTES), scheme, params, vocab_size)
+        cls_ = scheme_class(scheme)
+        size = cls_.secret_bytes(cls_.validate_params({**cls_.defaults, **params}))
+        return cls(_secrets.token_bytes(size), scheme, params, vocab_size)
 
     def decoys(self, n: int, *, seed: int) -> list["FingerprintKey"]:
         """``n`` decoy keys: same scheme, parameters and vocabulary, independent secrets.
@@ -86,9 +90,13 @@ class FingerprintKey:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ParameterError(f"decoy seed must be an integer, got {seed!r}")
         out = []
+        size = len(self._secret)
         for i in range(n):
-            secret = hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=SECRET_BYTES,
-                                     person=b"fingerprint.dcy1").digest()
+            if size == SECRET_BYTES:
+                secret = hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=SECRET_BYTES,
+                                         person=b"fingerprint.dcy1").digest()
+            else:
+                secret = hashlib.shake_256(f"fingerprint.dcy1:{seed}:{i}".encode()).digest(size)
             out.append(FingerprintKey(secret, self.scheme, self.params, self.vocab_size))
         return out
 
@@ -155,16 +163,23 @@ class FingerprintKey:
             raise KeyFileError(f"{source}: field 'format' must be {_FORMAT!r}, got {data['format']!r}")
         if data["version"] != _VERSION:
             raise KeyFileError(f"{source}: field 'version' must be {_VERSION}, got {data['version']!r}")
+        if not isinstance(data["params"], dict):
+            raise KeyFileError(f"{source}: field 'params' must be an object, got "
+                               f"{type(data['params']).__name__}")
+        size = SECRET_BYTES
+        if isinstance(data["scheme"], str) and data["scheme"] in SCHEMES:
+            scheme_cls = SCHEMES[data["scheme"]]
+            try:
+                size = scheme_cls.secret_bytes(scheme_cls.validate_params({**scheme_cls.defaults, **data["params"]}))
+            except ParameterError as exc:
+                raise KeyFileError(f"{source}: field 'params': {exc}") from None
         secret_hex = data["secret"]
-        if not isinstance(secret_hex, str) or len(secret_hex) != 2 * SECRET_BYTES:
-            raise KeyFileError(f"{source}: field 'secret' must be {2 * SECRET_BYTES} hex digits")
+        if not isinstance(secret_hex, str) or len(secret_hex) != 2 * size:
+            raise KeyFileError(f"{source}: field 'secret' must be {2 * size} hex digits")
         try:
             secret = bytes.fromhex(secret_hex)
         except ValueError:
             raise KeyFileError(f"{source}: field 'secret' is not hexadecimal") from None
-        if not isinstance(data["params"], dict):
-            raise KeyFileError(f"{source}: field 'params' must be an object, got "
-                               f"{type(data['params']).__name__}")
         vocab = data["vocab_size"]
         if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 2:
             raise KeyFileError(f"{source}: field 'vocab_size' must be an integer >= 2, got {vocab!r}")

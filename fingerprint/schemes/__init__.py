@@ -12,13 +12,14 @@ from .base import Scheme
 from .greenlist import GreenlistScheme
 from .gumbel import GumbelScheme
 from .hf_kgw import HfKgwScheme
+from .hf_synthid import HfSynthIdScheme
 from .tournament import TournamentScheme
 
-__all__ = ["Scheme", "GreenlistScheme", "GumbelScheme", "TournamentScheme", "HfKgwScheme", "SCHEMES", "make_scheme",
+__all__ = ["Scheme", "GreenlistScheme", "GumbelScheme", "TournamentScheme", "HfKgwScheme", "HfSynthIdScheme", "SCHEMES", "make_scheme",
            "scheme_class"]
 
 SCHEMES: dict[str, type[Scheme]] = {
-    cls.name: cls for cls in (GreenlistScheme, GumbelScheme, TournamentScheme, HfKgwScheme)
+    cls.name: cls for cls in (GreenlistScheme, GumbelScheme, TournamentScheme, HfKgwScheme, HfSynthIdScheme)
 }
 
 

@@ -17,6 +17,7 @@ full window inside the text.
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any, ClassVar
 
 import numpy as np
@@ -51,8 +52,12 @@ class Scheme(abc.ABC):
         merged = {**self.defaults, **params}
         self.params: dict[str, Any] = self.validate_params(merged)
         self.vocab_size = int(vocab_size)
-        self.context_width: int = self.params["context_width"]
-        self._prf = KeyedPRF(secret)
+        self.context_width: int = self.params.get("context_width", 0)
+        self._secret = bytes(secret)
+
+    @functools.cached_property
+    def _prf(self) -> KeyedPRF:
+        return KeyedPRF(self._secret)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vocab_size={self.vocab_size}, {self.params})"
@@ -67,6 +72,11 @@ class Scheme(abc.ABC):
         out = dict(params)
         out["context_width"] = int(h)
         return cls._validate(out)
+
+    @classmethod
+    def secret_bytes(cls, params: dict[str, Any]) -> int:
+        """Length of the key's secret for these (validated) parameters."""
+        return 32
 
     @classmethod
     @abc.abstractmethod
@@ -120,6 +130,10 @@ class Scheme(abc.ABC):
     def scores_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
         """Per-tuple scores ``(n,)`` of tuples encoded with :func:`fingerprint.prf.encode_tuples`."""
         return self._tuple_scores(self._prf.values_of_blocks(blocks))
+
+    #: True when the exact null depends on which tuples were scored (the scheme then provides
+    #: ``set_null(blocks)`` and a key-independent ``distinct_mask``), not only on how many.
+    null_depends_on_tuples: ClassVar[bool] = False
 
     def distinct_mask(self, blocks: np.ndarray) -> np.ndarray | None:
         """Which of the already (window, token)-distinct tuples ``blocks`` still repeat a score
