@@ -301,7 +301,7 @@ def _score_key(key: FingerprintKey, scheme, table, sel, blocks: np.ndarray, ids:
         test = scheme.test_totals(float(scores.sum(dtype=np.float64)), n, confidence_level=options.confidence_level)
 
     effect_max = options.effect_prior_max if options.effect_prior_max is not None else scheme.effect_prior_default
-    log10_bf = scheme.log10_bayes_factor(test.statistic, test.n, effect_max)
+    log10_bf = scheme.log10_bayes_factor(test.statistic, n, effect_max)
     bayes = BayesSummary(log10_bayes_factor=log10_bf,
                          effect_prior=f"uniform(0, {effect_max:g}) on the excess over the null rate",
                          effect_prior_max=effect_max, prior_probability=options.prior_probability,

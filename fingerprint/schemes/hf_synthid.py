@@ -253,7 +253,8 @@ class HfSynthIdScheme(Scheme):
         from ..stats import log10_bayes_factor_binomial
 
         e = self.effect_prior_default if effect_max is None else effect_max
-        return log10_bayes_factor_binomial(int(round(total)), int(n_tuples), 0.5, e)
+        bits = int(n_tuples) * self.params["depth"]
+        return log10_bayes_factor_binomial(int(round(total)), bits, 0.5, e)
 
     # ---- embed side --------------------------------------------------------------------
     def bias_logits(self, logits: np.ndarray, contexts: np.ndarray) -> np.ndarray:
