@@ -288,6 +288,9 @@ def verify_access(exchanges: ExchangeSet, tokenizer, key: FingerprintKey, *, mod
         raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the tokenizer's "
                          f"{tokenizer.vocab_size}")
     scheme = key.scheme_object()
+    if not scheme.prf_based:
+        raise ParameterError(f"--mode {mode} supports fingerprint's own schemes (greenlist, gumbel, tournament); "
+                             f"key {key.key_id} is {key.scheme}: verify its text with --mode text")
     h = scheme.context_width
     mapper = VocabMapper(tokenizer)
     say(f"{mode}: mapping the suspect's tokens to the owner's ids")

@@ -266,10 +266,13 @@ def measure_strength(responses: ExchangeSet, tokenizer, key: FingerprintKey, *, 
     if key.vocab_size < tokenizer.vocab_size:
         raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the tokenizer's "
                          f"{tokenizer.vocab_size}")
+    scheme = key.scheme_object()
+    if not scheme.prf_based:
+        raise ParameterError(f"strength supports fingerprint's own schemes (greenlist, gumbel, tournament); "
+                             f"key {key.key_id} is {key.scheme}")
     say(f"tokenizing {len(responses.exchanges):,} responses")
     tokens, offsets = tokenizer.encode_batch(responses.responses)
     p_tokens, p_offsets = tokenizer.encode_batch(responses.prompts)
-    scheme = key.scheme_object()
     table = tuple_table(tokens, offsets, scheme.context_width, vocab_size=key.vocab_size)
     sel = select_tuples(table, prompt_tokens=p_tokens, prompt_offsets=p_offsets)
     scores = scheme.tuple_scores(table.windows(sel.mask), table.next_tokens(sel.mask))

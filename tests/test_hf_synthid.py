@@ -137,3 +137,32 @@ def test_parameters_and_key_file(tmp_path):
     key = FingerprintKey.load(out)
     assert key.scheme_object().keys.tolist() == KEYS
     assert len(key.decoys(2, seed=0)[1].scheme_object().keys) == 9
+
+
+def test_cli_verify_detects_synthid_text_and_refuses_other_modes(generations, teacher, tmp_path):
+    """End to end: transformers' SynthID text, decoded to strings, re-tokenized by `fingerprint verify`."""
+    import json
+    import subprocess
+    import sys
+
+    _, marked, plain = generations
+    key_path = tmp_path / "synthid.json"
+    make_key(KEYS, teacher.vocab_size).save(key_path)
+    for name, texts in (("marked", marked), ("plain", plain)):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for i, seq in enumerate(texts):
+                f.write(json.dumps({"id": f"{name}-{i}", "prompt": "", "response": teacher.tokenizer.decode(seq)}) + "\n")
+    verdicts = {}
+    for name in ("marked", "plain"):
+        res = subprocess.run([sys.executable, "-m", "fingerprint.cli", "verify", str(tmp_path / f"{name}.jsonl"),
+                              "--key", str(key_path), "--tokenizer", teacher.tokenizer.source, "--decoys", "50",
+                              "--json", str(tmp_path / f"{name}-report.json")], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        report = json.loads((tmp_path / f"{name}-report.json").read_text())
+        verdicts[name] = report
+    assert verdicts["marked"]["verdict"] == "detected" and verdicts["marked"]["log10_pvalue"] < -10
+    assert verdicts["plain"]["verdict"] == "not detected"
+    res = subprocess.run([sys.executable, "-m", "fingerprint.cli", "verify", str(tmp_path / "marked.jsonl"),
+                          "--key", str(key_path), "--tokenizer", teacher.tokenizer.source, "--mode", "logprobs"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "--mode text" in res.stderr

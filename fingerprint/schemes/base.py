@@ -131,6 +131,10 @@ class Scheme(abc.ABC):
         """Per-tuple scores ``(n,)`` of tuples encoded with :func:`fingerprint.prf.encode_tuples`."""
         return self._tuple_scores(self._prf.values_of_blocks(blocks))
 
+    #: False for the schemes reproduced from other toolkits (hf-*): their scores do not come from
+    #: fingerprint's PRF, and only ``verify`` in text mode handles their de-duplication and nulls.
+    prf_based: ClassVar[bool] = True
+
     #: True when the exact null depends on which tuples were scored (the scheme then provides
     #: ``set_null(blocks)`` and a key-independent ``distinct_mask``), not only on how many.
     null_depends_on_tuples: ClassVar[bool] = False

@@ -173,6 +173,7 @@ class HfKgwScheme(Scheme):
     ``bias`` (2.0). ``vocab_size`` is the model's logits width."""
 
     name = "hf-kgw"
+    prf_based = False
     defaults = {"seeding": "lefthash", "context_width": 1, "greenlist_ratio": 0.25, "bias": 2.0}
 
     def __init__(self, secret: bytes, vocab_size: int, **params: Any) -> None:

@@ -140,6 +140,7 @@ class HfSynthIdScheme(Scheme):
     ``context_history_size`` (1024, generation only). ``vocab_size`` is the model's logits width."""
 
     name = "hf-synthid"
+    prf_based = False
     defaults = {"depth": 30, "ngram_len": 5, "sampling_table_size": 65536, "sampling_table_seed": 0,
                 "context_history_size": 1024}
     #: The exact null depends on which units were scored, not only on how many.
