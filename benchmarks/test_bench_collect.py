@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from conftest import traced_peak_mib
 from fingerprint.collect.client import ClientLimits, CollectSettings, PromptRecord, collect
 
 N_REQUESTS = 3000
@@ -40,6 +41,7 @@ def test_client_throughput(benchmark, instant_server, tmp_path, concurrency):
     stats = benchmark.pedantic(run, rounds=3, iterations=1)
     assert stats.collected == N_REQUESTS and stats.failed == 0
     rate = N_REQUESTS / benchmark.stats.stats.median
-    benchmark.extra_info["requests_per_s"] = rate
+    peak = traced_peak_mib(run)
+    benchmark.extra_info.update(requests_per_s=rate, peak_traced_mib=peak)
     print(f"\ncollect: {rate:.0f} requests/s at concurrency {concurrency} "
-          f"({N_REQUESTS} requests, evidence written and chained)")
+          f"({N_REQUESTS} requests, evidence written and chained), peak traced {peak:,.0f} MiB")

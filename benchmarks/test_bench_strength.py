@@ -6,12 +6,11 @@ Run: ``python -m pytest benchmarks/test_bench_strength.py -s``.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 
 import numpy as np
 
+from conftest import run_measured
 from fingerprint.keys import FingerprintKey
 from fingerprint.sim.distill import corpus_prompts
 from fingerprint.sim.generate import generate
@@ -33,11 +32,7 @@ def test_strength_1000_responses(benchmark, tmp_path):
     cmd = [sys.executable, "-m", "fingerprint.cli", "strength", str(path), "--key", str(key_path),
            "--tokenizer", teacher.tokenizer.source, "--quiet", "--json", str(tmp_path / "s.json")]
 
-    def run() -> float:
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        return time.perf_counter() - t0
-
-    wall = benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info["wall_s"] = wall
-    print(f"\nstrength: 1,000 responses x 150 tokens, distillation proxy included: {wall:.1f} s")
+    wall, peak_mib = benchmark.pedantic(run_measured, args=(cmd,), rounds=1, iterations=1)
+    benchmark.extra_info.update(wall_s=wall, peak_rss_mib=peak_mib)
+    print(f"\nstrength: 1,000 responses x 150 tokens, distillation proxy included: {wall:.1f} s, "
+          f"peak RSS {peak_mib:,.0f} MiB")

@@ -7,11 +7,9 @@ Run: ``python -m pytest benchmarks/test_bench_verify.py -s``.
 from __future__ import annotations
 
 import json
-import resource
-import subprocess
 import sys
-import time
 
+from conftest import run_measured
 from fingerprint.keys import FingerprintKey
 from suspect_data import large_suspect_file
 
@@ -23,13 +21,7 @@ def test_verify_10m_tokens_100_decoys(benchmark, tmp_path):
     cmd = [sys.executable, "-m", "fingerprint.cli", "verify", str(suspect), "--key", str(key),
            "--tokenizer", tokenizer, "--decoys", "100", "--json", str(report), "--quiet"]
 
-    def run() -> float:
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        return time.perf_counter() - t0
-
-    wall = benchmark.pedantic(run, rounds=1, iterations=1)
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    wall, peak_mib = benchmark.pedantic(run_measured, args=(cmd,), rounds=1, iterations=1)
     doc = json.loads(report.read_text())
     assert doc["n_tokens"] > 9_000_000 and doc["decoys"]["k"] == 100
     benchmark.extra_info.update(wall_s=wall, peak_rss_mib=peak_mib, n_tokens=doc["n_tokens"],

@@ -164,3 +164,16 @@ def test_selection_scores_each_distinct_tuple_once(texts, h):
     kept = {tuple(w) + (int(x),) for w, x in zip(t.windows(sel.mask).tolist(), t.next_tokens(sel.mask))}
     every = {tuple(w) + (int(x),) for w, x in zip(t.windows().tolist(), t.next_tokens())}
     assert kept == every and sel.counts.scored == len(every)
+
+
+def test_first_occurrence_with_ids_sharing_top_bits():
+    """Hashed ids too large to pack with their position are grouped by their top bits; ids that
+    differ only in the low bits land in one group and must still count as distinct."""
+    rng = np.random.default_rng(3)
+    base = np.uint64(2**63 + 12345 * 2**20)
+    ids = base + rng.integers(0, 2**11, size=5000).astype(np.uint64)  # position needs 13 bits
+    ids[rng.integers(0, 5000, size=500)] = rng.integers(2**62, 2**63, size=500, dtype=np.int64).astype(np.uint64)
+    _, first = np.unique(ids, return_index=True)
+    expected = np.zeros(ids.size, dtype=bool)
+    expected[first] = True
+    assert np.array_equal(first_occurrence_mask(ids), expected)
