@@ -181,7 +181,8 @@ def table_markdown(rows: list[dict], machine: str, command: str) -> str:
         group = [r for r in rows if r["vocab"] == vocab]
         hf = next((r for r in group if r["suite"].startswith("transformers")), None)
         for r in group:
-            ratio = f"{r['tokens_per_s'] / hf['tokens_per_s']:,.0f}x" if hf else "n/a"
+            x = r["tokens_per_s"] / hf["tokens_per_s"] if hf else float("nan")
+            ratio = "n/a" if not hf else f"{x:,.0f}x" if x >= 10 else f"{x:.2f}x"
             same = ""
             if r["suite"] == "fingerprint hf-kgw" and hf:
                 ok = r["green_all"] == hf["green_all"] and r["green_distinct"] == hf["green_distinct"]
@@ -213,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markllm-python", default=str(MARKLLM_PYTHON),
                    help="python of MarkLLM's venv (made by make_markllm_venv.sh); skipped if missing")
     p.add_argument("--out", default=str(HERE / "results" / "peers.json"), help="JSON results")
-    p.add_argument("--readme", default=str(HERE / "README.md"), help="README whose peers block gets the table")
+    p.add_argument("--readme", nargs="+", default=[str(HERE / "README.md"), str(HERE.parent / "README.md")],
+                   help="READMEs whose peers block gets the table (default: benchmarks/README.md and README.md)")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -234,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     markdown = table_markdown(rows, _machine(), command)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=2) + "\n")
-    write_table(markdown, Path(args.readme))
+    for readme in args.readme:
+        write_table(markdown, Path(readme))
     print(markdown)
     hf_kgw = [r for r in rows if r["suite"] == "fingerprint hf-kgw"]
     hf = {r["vocab"]: r for r in rows if r["suite"].startswith("transformers")}

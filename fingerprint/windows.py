@@ -129,44 +129,45 @@ def _first_by_argsort(ids: np.ndarray) -> np.ndarray:
 def first_occurrence_mask(ids: np.ndarray) -> np.ndarray:
     """Mark the first occurrence (in array order) of every distinct id.
 
-    Shape ``(n,)`` -> ``(n,)`` bool. One value sort of ``id`` and position packed into a
-    uint64 (``np.unique`` and index sorts are many times slower here): ids that leave room
-    for the position's bits are packed whole; larger ids (hashes) are grouped by their top
-    bits, and the rare groups that hold more than one id are then resolved exactly.
+    Shape ``(n,)`` -> ``(n,)`` bool. Sort-based (``np.unique`` and stable index sorts are many
+    times slower here). Ids small enough to share a uint64 with their position (exact window
+    ids, h <= 1) take one value sort of the packed pairs. Larger (hashed) ids take a value sort
+    that finds the repeated ids; when few ids repeat, only those go through an index sort.
     """
     n = ids.shape[0]
     if n == 0:
         return np.zeros(0, dtype=bool)
     ids = np.ascontiguousarray(ids).astype(np.uint64, copy=False)
     bits = max(1, (n - 1).bit_length())
-    if bits > 40:
+    if int(ids.max()) < 1 << (64 - bits):
+        return _first_by_packed_sort(ids, bits)
+    s = np.sort(ids)
+    same = s[1:] == s[:-1]
+    if not same.any():
+        return np.ones(n, dtype=bool)
+    repeated = s[1:][same]
+    repeated = repeated[np.concatenate(([True], repeated[1:] != repeated[:-1]))]
+    if repeated.size > 1 << 16:  # membership search is fast only while the set stays in cache
         return _first_by_argsort(ids)
+    idx = np.flatnonzero(_is_member(ids, repeated))
+    mask = np.ones(n, dtype=bool)
+    mask[idx] = _first_by_argsort(ids[idx])
+    return mask
+
+
+def _first_by_packed_sort(ids: np.ndarray, bits: int) -> np.ndarray:
+    """First occurrences of ids ``< 2**(64 - bits)``, ``bits`` enough for every position."""
+    n = ids.size
     shift = np.uint64(bits)
-    fits = int(ids.max()) < 1 << (64 - bits)
-    if not fits:  # hashed ids: often all distinct, which one plain value sort shows
-        s = np.sort(ids)
-        if not (s[1:] == s[:-1]).any():
-            return np.ones(n, dtype=bool)
-    group_key = ids if fits else ids >> shift
-    packed = np.sort((group_key << shift) | np.arange(n, dtype=np.uint64))
-    group = packed >> shift
+    packed = np.sort((ids << shift) | np.arange(n, dtype=np.uint64))
+    value = packed >> shift
     start = np.empty(n, dtype=bool)
     start[0] = True
-    np.not_equal(group[1:], group[:-1], out=start[1:])
+    np.not_equal(value[1:], value[:-1], out=start[1:])
     if start.all():
         return np.ones(n, dtype=bool)
-    order = (packed & np.uint64((1 << bits) - 1)).astype(np.int64)
     mask = np.zeros(n, dtype=bool)
-    mask[order[start]] = True
-    if not fits:
-        later = np.flatnonzero(~start)  # sorted positions after the first of their group
-        clash = ids[order[later]] != ids[order[later - 1]]  # one group (top bits) holding two ids
-        if clash.any():
-            group_no = np.cumsum(start) - 1
-            clashing = np.zeros(int(group_no[-1]) + 1, dtype=bool)
-            clashing[group_no[later[clash]]] = True
-            members = np.sort(order[clashing[group_no]])
-            mask[members] = _first_by_argsort(ids[members])
+    mask[(packed[start] & np.uint64((1 << bits) - 1)).astype(np.int64)] = True
     return mask
 
 

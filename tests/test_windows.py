@@ -166,14 +166,13 @@ def test_selection_scores_each_distinct_tuple_once(texts, h):
     assert kept == every and sel.counts.scored == len(every)
 
 
-def test_first_occurrence_with_ids_sharing_top_bits():
-    """Hashed ids too large to pack with their position are grouped by their top bits; ids that
-    differ only in the low bits land in one group and must still count as distinct."""
+def test_first_occurrence_small_and_hashed_ids_agree_with_unique():
+    """Both paths: ids small enough to pack with their position, and 64-bit hashed ids."""
     rng = np.random.default_rng(3)
-    base = np.uint64(2**63 + 12345 * 2**20)
-    ids = base + rng.integers(0, 2**11, size=5000).astype(np.uint64)  # position needs 13 bits
-    ids[rng.integers(0, 5000, size=500)] = rng.integers(2**62, 2**63, size=500, dtype=np.int64).astype(np.uint64)
-    _, first = np.unique(ids, return_index=True)
-    expected = np.zeros(ids.size, dtype=bool)
-    expected[first] = True
-    assert np.array_equal(first_occurrence_mask(ids), expected)
+    for ids in (rng.integers(0, 3000, size=20_000).astype(np.uint64),
+                rng.integers(2**62, 2**63, size=20_000, dtype=np.int64).astype(np.uint64)[rng.integers(0, 20_000,
+                                                                                                        size=20_000)]):
+        _, first = np.unique(ids, return_index=True)
+        expected = np.zeros(ids.size, dtype=bool)
+        expected[first] = True
+        assert np.array_equal(first_occurrence_mask(ids), expected)

@@ -213,8 +213,15 @@ class HfSynthIdScheme(Scheme):
 
     # ---- score side --------------------------------------------------------------------
     def tuple_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """Number of 1-valued g-values of each tuple, ``(n,)`` int16 in ``[0, depth]``."""
-        return self.g_values(windows, tokens).sum(axis=1, dtype=np.int16)
+        """Number of 1-valued g-values of each tuple, ``(n,)`` int16 in ``[0, depth]``; in chunks
+        of 2**18 tuples, so memory stays near ``2**18 * depth * 16`` bytes."""
+        tokens = np.asarray(tokens)
+        windows = np.asarray(windows).reshape(tokens.size, self.context_width)
+        out = np.empty(tokens.size, dtype=np.int16)
+        step = 1 << 18
+        for lo in range(0, tokens.size, step):
+            out[lo:lo + step] = self.g_values(windows[lo:lo + step], tokens[lo:lo + step]).sum(axis=1, dtype=np.int16)
+        return out
 
     def _tuple_scores(self, values: np.ndarray) -> np.ndarray:  # pragma: no cover - not PRF based
         raise NotImplementedError
