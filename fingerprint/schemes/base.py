@@ -27,7 +27,7 @@ from ..prf import KeyedPRF, MAX_CONTEXT_WIDTH
 from ..stats import TestResult
 from ..windows import ScoredTuples, TupleTable, tuple_table
 
-__all__ = ["Scheme", "check_logits", "check_contexts", "apply_temperature_top_p"]
+__all__ = ["Scheme", "ReproducedScheme", "check_logits", "check_contexts", "apply_temperature_top_p"]
 
 
 class Scheme(abc.ABC):
@@ -200,6 +200,39 @@ class Scheme(abc.ABC):
 
     def _row_values(self, contexts: np.ndarray) -> np.ndarray:
         return self._prf.row_values(np.maximum(contexts, 0), self.vocab_size)
+
+
+class ReproducedScheme(Scheme):
+    """A scheme reproduced from another toolkit (hf-*): scores come from its own keyed rule,
+    not from fingerprint's PRF. Subclasses define ``tuple_scores(windows, tokens)``."""
+
+    prf_based = False
+
+    @abc.abstractmethod
+    def tuple_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray: ...
+
+    def _tuple_scores(self, values: np.ndarray) -> np.ndarray:  # pragma: no cover - not PRF based
+        raise NotImplementedError(f"{self.name} does not score PRF values")
+
+    def score_table(self, table: TupleTable) -> ScoredTuples:
+        return ScoredTuples(table=table, scores=self.tuple_scores(table.windows(), table.next_tokens()))
+
+    def _tuples_of_blocks(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Windows ``(n, h)`` and tokens ``(n,)`` back from blocks laid out by ``encode_tuples``."""
+        words = blocks.reshape(blocks.shape[0], -1).astype(np.int64)
+        h = self.context_width
+        return words[:, 1:h + 1], words[:, h + 1]
+
+    def scores_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
+        return self.tuple_scores(*self._tuples_of_blocks(blocks))
+
+    def _rows_with_context(self, logits: np.ndarray, contexts: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Checked float64 logits ``(b, V)``, int64 contexts ``(b, h)`` and the rows whose
+        context is full (the only rows the embed side changes)."""
+        logits = check_logits(logits, self.vocab_size)
+        contexts, full = check_contexts(contexts, logits.shape[0], self.context_width, self.vocab_size)
+        return logits, contexts, np.flatnonzero(full)
 
 
 def check_logits(logits: np.ndarray, vocab_size: int) -> np.ndarray:

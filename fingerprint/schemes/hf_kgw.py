@@ -47,7 +47,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..stats import TestResult, binomial_test, log10_bayes_factor_binomial, log10_binomial_sf_array
-from .base import Scheme, apply_temperature_top_p, check_contexts, check_logits, sample_from_logp
+from .base import ReproducedScheme, apply_temperature_top_p, sample_from_logp
 
 __all__ = ["HfKgwScheme", "torch_randperm_prefix", "hashing_key_secret"]
 
@@ -167,13 +167,12 @@ def _fixed_table(hashing_key: int) -> np.ndarray:
     return full_randperm(hashing_key, TABLE_SIZE)
 
 
-class HfKgwScheme(Scheme):
+class HfKgwScheme(ReproducedScheme):
     """transformers' KGW watermark; parameters ``seeding`` (lefthash/selfhash),
     ``context_width`` (transformers' context width, default 1), ``greenlist_ratio`` (0.25),
     ``bias`` (2.0). ``vocab_size`` is the model's logits width."""
 
     name = "hf-kgw"
-    prf_based = False
     defaults = {"seeding": "lefthash", "context_width": 1, "greenlist_ratio": 0.25, "bias": 2.0}
 
     def __init__(self, secret: bytes, vocab_size: int, **params: Any) -> None:
@@ -264,22 +263,6 @@ class HfKgwScheme(Scheme):
     def tuple_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         return self.green_flags(np.asarray(windows).reshape(len(tokens), self.context_width), tokens).astype(np.int8)
 
-    def _tuple_scores(self, values: np.ndarray) -> np.ndarray:  # pragma: no cover - not PRF based
-        raise NotImplementedError
-
-    def score_table(self, table):
-        from ..windows import ScoredTuples
-
-        return ScoredTuples(table=table, scores=self.tuple_scores(table.windows(), table.next_tokens()))
-
-    def _tuples_of_blocks(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        words = blocks.reshape(blocks.shape[0], -1).astype(np.int64)
-        h = self.context_width
-        return words[:, 1:h + 1], words[:, h + 1]
-
-    def scores_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
-        return self.tuple_scores(*self._tuples_of_blocks(blocks))
-
     def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
         return binomial_test(int(round(total)), int(n_tuples), self._gamma, confidence_level=confidence_level)
 
@@ -303,10 +286,8 @@ class HfKgwScheme(Scheme):
     # ---- embed side -----------------------------------------------------------------------
     def bias_logits(self, logits: np.ndarray, contexts: np.ndarray) -> np.ndarray:
         """What transformers' processor does to raw logits ``(b, V)``; contexts ``(b, h)``."""
-        logits = check_logits(logits, self.vocab_size)
-        contexts, full = check_contexts(contexts, logits.shape[0], self.context_width, self.vocab_size)
+        logits, contexts, rows = self._rows_with_context(logits, contexts)
         out = logits.copy()
-        rows = np.flatnonzero(full)
         if rows.size == 0:
             return out
         if self.params["seeding"] == "lefthash":

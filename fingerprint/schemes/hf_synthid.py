@@ -44,7 +44,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..stats import Effect, TestResult
-from .base import Scheme, apply_temperature_top_p, check_contexts, check_logits, sample_from_logp
+from .base import ReproducedScheme, apply_temperature_top_p, check_logits, sample_from_logp
 
 __all__ = ["HfSynthIdScheme", "ShiftNull", "synthid_keys_secret", "torch_randint_bits"]
 
@@ -134,13 +134,12 @@ class ShiftNull:
         return TestResult("synthid-shift", float(total), self.n, self.null_rate, log10_p, effect)
 
 
-class HfSynthIdScheme(Scheme):
+class HfSynthIdScheme(ReproducedScheme):
     """transformers' SynthID Text watermark; parameters ``depth`` (number of keys, 30),
     ``ngram_len`` (5), ``sampling_table_size`` (65536), ``sampling_table_seed`` (0),
     ``context_history_size`` (1024, generation only). ``vocab_size`` is the model's logits width."""
 
     name = "hf-synthid"
-    prf_based = False
     defaults = {"depth": 30, "ngram_len": 5, "sampling_table_size": 65536, "sampling_table_seed": 0,
                 "context_history_size": 1024}
     #: The exact null depends on which units were scored, not only on how many.
@@ -202,11 +201,6 @@ class HfSynthIdScheme(Scheme):
             keyed = (h[:, None] + self.keys[None, :]) * MULTIPLIER + _ONE
         return self.table[(keyed & self._mask).astype(np.int64)]
 
-    def _tuples_of_blocks(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        words = blocks.reshape(blocks.shape[0], -1).astype(np.int64)
-        h = self.context_width
-        return words[:, 1:h + 1], words[:, h + 1]
-
     def units_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
         """The unit ``h mod N`` of each tuple, ``(n,)`` uint64: all its g-values depend on it alone."""
         return self.ngram_hashes(*self._tuples_of_blocks(blocks)) & self._mask
@@ -222,17 +216,6 @@ class HfSynthIdScheme(Scheme):
         for lo in range(0, tokens.size, step):
             out[lo:lo + step] = self.g_values(windows[lo:lo + step], tokens[lo:lo + step]).sum(axis=1, dtype=np.int16)
         return out
-
-    def _tuple_scores(self, values: np.ndarray) -> np.ndarray:  # pragma: no cover - not PRF based
-        raise NotImplementedError
-
-    def score_table(self, table):
-        from ..windows import ScoredTuples
-
-        return ScoredTuples(table=table, scores=self.tuple_scores(table.windows(), table.next_tokens()))
-
-    def scores_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
-        return self.tuple_scores(*self._tuples_of_blocks(blocks))
 
     def distinct_mask(self, blocks: np.ndarray) -> np.ndarray:
         """First occurrence of each unit (key-independent), ``(n,)`` bool."""
@@ -268,10 +251,8 @@ class HfSynthIdScheme(Scheme):
     def bias_logits(self, logits: np.ndarray, contexts: np.ndarray) -> np.ndarray:
         """transformers' ``update_scores``: log-probabilities after the depth tournament layers,
         ``(b, V)``; rows without a full context are returned unchanged (as logits)."""
-        logits = check_logits(logits, self.vocab_size)
-        contexts, full = check_contexts(contexts, logits.shape[0], self.context_width, self.vocab_size)
+        logits, contexts, rows = self._rows_with_context(logits, contexts)
         out = logits.copy()
-        rows = np.flatnonzero(full)
         if rows.size == 0:
             return out
         v = self.vocab_size
