@@ -110,7 +110,7 @@ def worker_transformers(vocab: int, n: int) -> dict:
     out = {"suite": "transformers WatermarkDetector", "tokens": n, "transformers": transformers.__version__,
            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
     for ignore in (False, True):
-        detector = WatermarkDetector(model_config=GPT2Config(vocab_size=vocab), device="cpu",
+        detector = WatermarkDetector(model_config=GPT2Config(vocab_size=vocab, bos_token_id=0, eos_token_id=0), device="cpu",
                                      watermarking_config=cfg, ignore_repeated_ngrams=ignore)
         t0 = time.perf_counter()
         res = detector(ids, return_dict=True)
