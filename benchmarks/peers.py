@@ -110,8 +110,9 @@ def worker_transformers(vocab: int, n: int) -> dict:
     out = {"suite": "transformers WatermarkDetector", "tokens": n, "transformers": transformers.__version__,
            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
     for ignore in (False, True):
-        detector = WatermarkDetector(model_config=GPT2Config(vocab_size=vocab, bos_token_id=0, eos_token_id=0), device="cpu",
-                                     watermarking_config=cfg, ignore_repeated_ngrams=ignore)
+        model_config = GPT2Config(vocab_size=vocab, bos_token_id=0, eos_token_id=0)
+        detector = WatermarkDetector(model_config=model_config, device="cpu", watermarking_config=cfg,
+                                     ignore_repeated_ngrams=ignore)
         t0 = time.perf_counter()
         res = detector(ids, return_dict=True)
         seconds = time.perf_counter() - t0
@@ -175,8 +176,8 @@ def _machine() -> str:
 
 
 def table_markdown(rows: list[dict], machine: str, command: str) -> str:
-    lines = ["| vocab | suite | tokens timed | tokens/s | x transformers | peak RSS (MiB) | green count = transformers' |",
-             "|---|---|---|---|---|---|---|"]
+    header = "| vocab | suite | tokens timed | tokens/s | x transformers | peak RSS (MiB) | green count = transformers' |"
+    lines = [header, "|---|---|---|---|---|---|---|"]
     for vocab in sorted({r["vocab"] for r in rows}):
         group = [r for r in rows if r["vocab"] == vocab]
         hf = next((r for r in group if r["suite"].startswith("transformers")), None)
