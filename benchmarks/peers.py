@@ -176,7 +176,8 @@ def _machine() -> str:
 
 
 def table_markdown(rows: list[dict], machine: str, command: str) -> str:
-    header = "| vocab | suite | tokens timed | tokens/s | x transformers | peak RSS (MiB) | green count = transformers' |"
+    header = ("| vocab | suite | tokens timed | tokens/s | x transformers | peak RSS (MiB) "
+              "| green count = transformers' |")
     lines = [header, "|---|---|---|---|---|---|---|"]
     for vocab in sorted({r["vocab"] for r in rows}):
         group = [r for r in rows if r["vocab"] == vocab]
