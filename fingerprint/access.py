@@ -284,13 +284,7 @@ def verify_access(exchanges: ExchangeSet, tokenizer, key: FingerprintKey, *, mod
     say = progress or (lambda _m: None)
     if mode not in ("logprobs", "reading"):
         raise ParameterError(f"mode must be 'logprobs' or 'reading', got {mode!r}")
-    if key.vocab_size < tokenizer.vocab_size:
-        raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the tokenizer's "
-                         f"{tokenizer.vocab_size}")
-    scheme = key.scheme_object()
-    if not scheme.prf_based:
-        raise ParameterError(f"--mode {mode} supports fingerprint's own schemes (greenlist, gumbel, tournament); "
-                             f"key {key.key_id} is {key.scheme}: verify its text with --mode text")
+    scheme = key.own_scheme_for(tokenizer, f"--mode {mode}")
     h = scheme.context_width
     mapper = VocabMapper(tokenizer)
     say(f"{mode}: mapping the suspect's tokens to the owner's ids")

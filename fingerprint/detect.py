@@ -313,20 +313,20 @@ def _score_key(key: FingerprintKey, scheme, table, sel, blocks: np.ndarray, ids:
     def scored_before_marks(kept: np.ndarray | None) -> np.ndarray:
         return np.searchsorted(selected_pos if kept is None else selected_pos[kept], marks, side="left")
 
+    n_at = scored_before_marks(keep)
     nulls_at = None
     if by_tuples:
         say(f"exact nulls at {marks.size} trajectory points")
-        nulls_at = [scheme.set_null(kept_blocks[:m]) for m in scored_before_marks(keep)]
+        nulls_at = [scheme.set_null(kept_blocks[:m]) for m in n_at]
 
     def trajectory_of(s: np.ndarray, kept: np.ndarray | None) -> np.ndarray:
-        n_at = scored_before_marks(kept)
+        at = n_at if kept is keep else scored_before_marks(kept)
         cum = np.concatenate(([0.0], np.cumsum(s, dtype=np.float64)))
         if nulls_at is not None:
-            return np.array([float(nl.log10_sf(cum[m:m + 1])[0]) for nl, m in zip(nulls_at, n_at)])
-        return scheme.log10_pvalues(cum[n_at], n_at)
+            return np.array([float(nl.log10_sf(cum[m:m + 1])[0]) for nl, m in zip(nulls_at, at)])
+        return scheme.log10_pvalues(cum[at], at)
 
     traj_main = trajectory_of(scores, keep)
-    n_at = scored_before_marks(keep)
 
     decoys = None
     decoy_traj = None

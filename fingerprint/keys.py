@@ -20,7 +20,7 @@ import secrets as _secrets
 from pathlib import Path
 from typing import Any
 
-from .errors import KeyFileError, ParameterError
+from .errors import InputError, KeyFileError, ParameterError
 from .schemes import SCHEMES, Scheme, make_scheme, scheme_class
 
 __all__ = ["FingerprintKey", "SECRET_BYTES"]
@@ -103,6 +103,19 @@ class FingerprintKey:
     def scheme_object(self) -> Scheme:
         """The keyed scheme (embed and score sides) for this key."""
         return make_scheme(self.scheme, self._secret, self.vocab_size, **self.params)
+
+    def own_scheme_for(self, tokenizer, feature: str) -> Scheme:
+        """The keyed scheme, for a ``feature`` that needs fingerprint's own (PRF-based) schemes,
+        after checking the key covers the tokenizer's ids. Raises :class:`InputError` or
+        :class:`ParameterError` naming the problem."""
+        if self.vocab_size < tokenizer.vocab_size:
+            raise InputError(f"key {self.key_id} has vocab_size {self.vocab_size}, smaller than the tokenizer's "
+                             f"{tokenizer.vocab_size}")
+        scheme = self.scheme_object()
+        if not scheme.prf_based:
+            raise ParameterError(f"{feature} supports fingerprint's own schemes (greenlist, gumbel, tournament); "
+                                 f"key {self.key_id} is {self.scheme}: verify its text with --mode text")
+        return scheme
 
     # ---- persistence -------------------------------------------------------------------
     def to_public_dict(self) -> dict[str, Any]:

@@ -263,13 +263,7 @@ def measure_strength(responses: ExchangeSet, tokenizer, key: FingerprintKey, *, 
     say = progress or (lambda _m: None)
     if not responses.exchanges:
         raise InputError("no responses to measure")
-    if key.vocab_size < tokenizer.vocab_size:
-        raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the tokenizer's "
-                         f"{tokenizer.vocab_size}")
-    scheme = key.scheme_object()
-    if not scheme.prf_based:
-        raise ParameterError(f"strength supports fingerprint's own schemes (greenlist, gumbel, tournament); "
-                             f"key {key.key_id} is {key.scheme}")
+    scheme = key.own_scheme_for(tokenizer, "strength")
     say(f"tokenizing {len(responses.exchanges):,} responses")
     tokens, offsets = tokenizer.encode_batch(responses.responses)
     p_tokens, p_offsets = tokenizer.encode_batch(responses.prompts)
