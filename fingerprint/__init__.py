@@ -1,26 +1,37 @@
 """fingerprint: prove or rule out that a suspect model was trained on your model's outputs.
 
 The owner's model embeds a keyed statistical fingerprint in its sampling
-(:mod:`fingerprint.schemes`); a suspect's text is scored against the key and tested with
-exact, de-duplicated statistics (:mod:`fingerprint.stats`, :mod:`fingerprint.windows`).
+(:mod:`fingerprint.schemes`); :func:`verify` scores a suspect's text against the key and tests it
+with exact, de-duplicated statistics, decoy keys as null controls, Holm over keys and a verdict.
+
+>>> import fingerprint
+>>> key = fingerprint.FingerprintKey.generate("greenlist", vocab_size=1000)
+>>> result = fingerprint.verify([[1, 2, 3, 4, 5]], keys=key, options=fingerprint.VerifyOptions(n_decoys=0))
+>>> result.verdict
+'insufficient data'
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from .corpus import Exchange, ExchangeSet, read_exchanges
 from .errors import FingerprintError, InputError, KeyFileError, ParameterError, TokenError
 from .keys import FingerprintKey
-from .prf import KeyedPRF
-from .schemes import SCHEMES, GreenlistScheme, GumbelScheme, Scheme, TournamentScheme, make_scheme
-from .stats import Effect, TestResult, binomial_test, gamma_test, holm
-from .windows import DropCounts, Selection, TupleTable, WindowFilter, select_tuples, tuple_table
+from .schemes import SCHEMES, Scheme, make_scheme
+from .stats import NullModel, TestResult
+from .tokenize import load_tokenizer
+from .verify import (VERDICTS, DecoySummary, Evidence, KeyResult, TrajectoryPoint, VerifyOptions, VerifyResult,
+                     merge, text_evidence, verify, verify_evidence, verify_exchanges)
+from .version import __version__
 
 __all__ = [
     "__version__",
+    # verification
+    "verify", "verify_exchanges", "verify_evidence", "VerifyOptions", "VerifyResult", "KeyResult", "DecoySummary",
+    "TrajectoryPoint", "VERDICTS", "Evidence", "text_evidence", "merge",
+    # inputs
+    "read_exchanges", "Exchange", "ExchangeSet", "load_tokenizer",
+    # keys and schemes
+    "FingerprintKey", "Scheme", "SCHEMES", "make_scheme", "NullModel", "TestResult",
+    # errors
     "FingerprintError", "InputError", "KeyFileError", "ParameterError", "TokenError",
-    "FingerprintKey", "KeyedPRF",
-    "SCHEMES", "Scheme", "GreenlistScheme", "GumbelScheme", "TournamentScheme", "make_scheme",
-    "Effect", "TestResult", "binomial_test", "gamma_test", "holm",
-    "DropCounts", "Selection", "TupleTable", "WindowFilter", "select_tuples", "tuple_table",
 ]

@@ -8,10 +8,10 @@ import sys
 import time
 from typing import Sequence
 
-from . import __version__
 from .errors import FingerprintError
 from .keys import FingerprintKey
 from .schemes import SCHEMES
+from .version import __version__
 
 EXIT_OK = 0
 EXIT_DETECTED = 1
@@ -65,13 +65,9 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fmt_log10(lp: float) -> str:
-    return f"1e{lp:.1f}" if lp < -4 else f"{10 ** lp:.3g}"
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .apps.demo import run_demo
     from .report import format_pvalue
-    from .sim.demo import run_demo
 
     t0 = time.perf_counter()
     rows = run_demo(args.out, corpus=args.corpus, rho=args.rho, n_queries=args.queries,
@@ -104,7 +100,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_roundtrip(args: argparse.Namespace) -> int:
-    from .sim.roundtrip import run_roundtrip
+    from .apps.roundtrip import run_roundtrip
+    from .report import format_pvalue
     from .sim.teacher import build_teacher
 
     t0 = time.perf_counter()
@@ -123,77 +120,24 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
     print("-" * len(header))
     ok = True
     for r in rows:
-        for label, res, counts, should in (("fingerprinted", r.fingerprinted, r.fingerprinted_counts, True),
-                                           ("plain", r.plain, r.plain_counts, False)):
+        for label, kr, should in (("fingerprinted", r.fingerprinted, True), ("plain", r.plain, False)):
+            res, counts = kr.test, kr.counts
             detected = res.log10_pvalue <= math.log10(alpha)
             ok &= detected == should
             eff = res.effect
             ci = f"{eff.value:+.3f} [{eff.ci_low:+.3f}, {eff.ci_high:+.3f}]"
-            print(f"{r.scheme:<11} {label:<14} {counts.scored:>7} {_fmt_log10(res.log10_pvalue):>10} "
+            print(f"{r.scheme:<11} {label:<14} {counts.scored:>7} {format_pvalue(res.log10_pvalue):>10} "
                   f"{ci:>28}  {'detected' if detected else 'not detected'}")
     print(f"\n{'all as expected' if ok else 'UNEXPECTED verdict(s) above'} "
           f"({time.perf_counter() - t0:.1f}s)")
     return EXIT_OK
 
 
-def _verify_access_mode(args: argparse.Namespace, suspect, tokenizer, keys, progress, t0: float) -> int:
-    import json
-
-    import numpy as np
-
-    from . import __version__
-    from .access import verify_access
-    from .corpus import sha256_file
-    from .report import format_pvalue, write_json
-    from .stats import holm
-
-    results = [verify_access(suspect, tokenizer, k, mode=args.mode, n_decoys=args.decoys,
-                             decoy_seed=args.decoy_seed, fed_texts_clean=args.fed_texts_clean, progress=progress)
-               for k in keys]
-    adjusted = holm(np.array([r.test.log10_pvalue for r in results])) if len(results) > 1 else \
-        np.array([r.test.log10_pvalue for r in results])
-    log10_alpha = math.log10(args.alpha)
-    rows = []
-    for r, adj in zip(results, adjusted):
-        passed = r.decoy_ks_pvalue >= 0.001
-        verdict = "inconclusive" if not passed else "detected" if adj <= log10_alpha else "not detected"
-        rows.append({"key_id": r.key_id, "mode": r.mode, "test": r.test.test, "statistic": r.test.statistic,
-                     "n_items": r.n_items, "tokens_read": r.tokens_read, "log10_pvalue": r.test.log10_pvalue,
-                     "holm_log10_pvalue": float(adj), "pvalue": r.test.pvalue,
-                     "effect": {"value": r.test.effect.value, "ci_low": r.test.effect.ci_low,
-                                "ci_high": r.test.effect.ci_high, "method": r.test.effect.method},
-                     "decoys": {"k": int(r.decoy_log10_pvalues.size), "ks_pvalue": r.decoy_ks_pvalue,
-                                "empirical_pvalue": r.decoy_empirical_pvalue, "passed": passed},
-                     "counts": r.counts, "verdict": verdict,
-                     "trajectory": [{"tokens_read": a, "n_items": b, "log10_pvalue": c} for a, b, c in r.trajectory]})
-    overall = ("detected" if any(x["verdict"] == "detected" for x in rows) else
-               "inconclusive" if any(x["verdict"] == "inconclusive" for x in rows) else "not detected")
-    doc = {"schema": "fingerprint-access-report", "schema_version": 1, "version": __version__, "mode": args.mode,
-           "alpha": args.alpha, "holm_applied": len(rows) > 1, "verdict": overall, "results": rows,
-           "fed_texts_clean": bool(args.fed_texts_clean),
-           "inputs": {"suspect": [{"path": f.path, "sha256": f.sha256, "format": f.format, "records": f.records}
-                                  for f in suspect.files],
-                      "tokenizer": {"path": str(args.tokenizer), "sha256": sha256_file(args.tokenizer)}}}
-    if args.json:
-        write_json(json.loads(json.dumps(doc, default=float)), args.json)
-    print(f"\nfingerprint verify --mode {args.mode}: {len(suspect.exchanges):,} exchanges, alpha = {args.alpha:g}")
-    for x in rows:
-        e = x["effect"]
-        print(f"{x['key_id'][:14]:<14} items {x['n_items']:>8,}  p {format_pvalue(x['holm_log10_pvalue']):>12}  "
-              f"effect {e['value']:+.4f}  decoys {'pass' if x['decoys']['passed'] else 'FAIL'} "
-              f"(KS {x['decoys']['ks_pvalue']:.2f})  {x['verdict']}")
-        print(f"  counts: {x['counts']}")
-    print(f"verdict: {overall} ({time.perf_counter() - t0:.1f}s)")
-    if args.fail_on_detect and overall == "detected":
-        return EXIT_DETECTED
-    return EXIT_OK
-
-
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .corpus import read_exchanges, sha256_file
-    from .detect import VERDICT_DETECTED, VerifyOptions, verify_exchanges
     from .report import build_report, format_pvalue, render_html, render_markdown, write_json, write_text
     from .tokenize import load_tokenizer
+    from .verify import VERDICT_DETECTED, VerifyOptions, verify_exchanges
 
     progress = (lambda _m: None) if args.quiet else _progress
     t0 = time.perf_counter()
@@ -204,10 +148,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     served = None
     if args.served:
         served = read_exchanges(args.served, skip_invalid=args.skip_invalid, require_prompt=False)
-    if args.mode != "text":
-        return _verify_access_mode(args, suspect, tokenizer, keys, progress, t0)
-    options = VerifyOptions(alpha=args.alpha, n_decoys=args.decoys, decoy_seed=args.decoy_seed,
-                            prior_probability=args.prior, effect_prior_max=args.effect_prior_max)
+    options = VerifyOptions(mode=args.mode, alpha=args.alpha, n_decoys=args.decoys, decoy_seed=args.decoy_seed,
+                            prior_probability=args.prior, effect_prior_max=args.effect_prior_max,
+                            fed_texts_clean=args.fed_texts_clean)
     result = verify_exchanges(suspect, tokenizer, keys, options=options, served=served, progress=progress)
     doc = build_report(result, suspect=suspect, served=served, tokenizer_path=str(args.tokenizer),
                        tokenizer_sha256=sha256_file(args.tokenizer))

@@ -41,6 +41,8 @@ __all__ = [
     "first_occurrence_mask",
     "ngram_ids",
     "row_ids",
+    "is_member",
+    "text_keyed_ids",
 ]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -149,7 +151,7 @@ def first_occurrence_mask(ids: np.ndarray) -> np.ndarray:
     repeated = repeated[np.concatenate(([True], repeated[1:] != repeated[:-1]))]
     if repeated.size > 1 << 16:  # membership search is fast only while the set stays in cache
         return _first_by_argsort(ids)
-    idx = np.flatnonzero(_is_member(ids, repeated))
+    idx = np.flatnonzero(is_member(ids, repeated))
     mask = np.ones(n, dtype=bool)
     mask[idx] = _first_by_argsort(ids[idx])
     return mask
@@ -178,7 +180,7 @@ def _sorted_distinct(ids: np.ndarray) -> np.ndarray:
     return s
 
 
-def _is_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+def is_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     if sorted_set.size == 0:
         return np.zeros(values.shape, dtype=bool)
     idx = np.searchsorted(sorted_set, values)
@@ -186,7 +188,8 @@ def _is_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[idx] == values
 
 
-def _with_text(ids: np.ndarray, text_index: np.ndarray) -> np.ndarray:
+def text_keyed_ids(ids: np.ndarray, text_index: np.ndarray) -> np.ndarray:
+    """Unkeyed ids ``(n,)`` of (id, text) pairs: the same id in another text gets another value."""
     return _splitmix64(ids ^ _splitmix64(text_index.astype(np.uint64)))
 
 
@@ -357,7 +360,7 @@ class WindowFilter:
         """Membership of window ids ``(n,)`` -> ``(n,)`` bool."""
         if self.context_width == 0:
             return np.ones(window_ids.shape, dtype=bool)
-        return _is_member(window_ids, self._ids)
+        return is_member(window_ids, self._ids)
 
 
 def select_tuples(table: TupleTable, *, prompt_tokens: np.ndarray | None = None,
@@ -384,10 +387,10 @@ def select_tuples(table: TupleTable, *, prompt_tokens: np.ndarray | None = None,
         text_of = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
         in_text = np.arange(p_tokens.size, dtype=np.int64) - p_offsets[text_of]
         ends = np.flatnonzero(in_text >= width - 1)
-        prompt_keys = _sorted_distinct(_with_text(ngram_ids(p_tokens, ends, width, table.vocab_size),
+        prompt_keys = _sorted_distinct(text_keyed_ids(ngram_ids(p_tokens, ends, width, table.vocab_size),
                                                   text_of[ends]))
         own = table.window_ids if h else table.tuple_ids
-        in_prompt = _is_member(_with_text(own, table.text_index), prompt_keys)
+        in_prompt = is_member(text_keyed_ids(own, table.text_index), prompt_keys)
         n_prompt = int(in_prompt.sum())
         keep &= ~in_prompt
     n_filter = 0

@@ -2,12 +2,10 @@
 
 ``FingerprintLogitsProcessor(key)`` is a transformers ``LogitsProcessor``: pass it as
 ``model.generate(..., do_sample=True, logits_processor=LogitsProcessorList([processor]))``.
-It runs the same numpy embed code as fingerprint's own sampler, batched over the rows:
-
-* greenlist: ``delta`` is added to the logits of the window's green tokens;
-* tournament: the logits are replaced by the log of the tournament's exact output
-  distribution (sample with temperature 1 so that it is not reshaped afterwards);
-* gumbel: every logit but the keyed argmax is set to -inf (deterministic given the window).
+It runs the same numpy embed code as fingerprint's own sampler, batched over the rows: each
+scheme's :meth:`~fingerprint.schemes.Scheme.warp_logits` (greenlist and hf-kgw add their bias to
+the green tokens; tournament and hf-synthid return the log of their exact output distribution,
+so sample with temperature 1; gumbel keeps only the keyed argmax).
 
 transformers applies logits processors before its temperature / top-k / top-p warpers, so the
 fingerprint sees the model's raw distribution here (fingerprint's own sampler applies it after
@@ -25,7 +23,6 @@ from transformers import LogitsProcessor
 from ..errors import ParameterError
 from ..keys import FingerprintKey
 from ..schemes import Scheme
-from ..schemes.base import apply_temperature_top_p
 
 __all__ = ["FingerprintLogitsProcessor"]
 
@@ -54,13 +51,5 @@ class FingerprintLogitsProcessor(LogitsProcessor):
         out = logits.copy()
         if full.any():
             rows = np.flatnonzero(full)
-            if s.name == "greenlist":
-                out[rows] = s.bias_logits(logits[rows], ctx[rows])
-            elif s.name == "tournament":
-                logp = apply_temperature_top_p(logits[rows], 1.0, 1.0)
-                out[rows] = np.maximum(s.tournament_logp(logp, ctx[rows]), np.finfo(np.float32).min)
-            else:
-                chosen = s.sample(logits[rows], ctx[rows], self._rng)
-                out[rows] = np.finfo(np.float32).min
-                out[rows, chosen] = 0.0
+            out[rows] = s.warp_logits(logits[rows], ctx[rows], self._rng)
         return torch.from_numpy(out).to(dtype=scores.dtype, device=scores.device)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import ParameterError, TokenError
 from ..prf import KeyedPRF, MAX_CONTEXT_WIDTH
-from ..stats import TestResult
+from ..stats import NullModel, TestResult
 from ..windows import ScoredTuples, TupleTable, tuple_table
 
 __all__ = ["Scheme", "ReproducedScheme", "check_logits", "check_contexts", "apply_temperature_top_p"]
@@ -33,8 +33,9 @@ __all__ = ["Scheme", "ReproducedScheme", "check_logits", "check_contexts", "appl
 class Scheme(abc.ABC):
     """A keyed fingerprint scheme.
 
-    Subclasses define ``name``, ``score_dtype``, ``_validate``, ``_tuple_scores``,
-    ``_test`` and ``sample``.
+    Subclasses define ``name``, ``defaults``, ``_validate``, ``_tuple_scores`` (or
+    ``tuple_scores``), ``null`` and ``sample``. Adding a scheme touches only its own module (and
+    the registry in ``schemes/__init__.py``, or :func:`register_scheme`).
     """
 
     name: ClassVar[str]
@@ -132,12 +133,8 @@ class Scheme(abc.ABC):
         return self._tuple_scores(self._prf.values_of_blocks(blocks))
 
     #: False for the schemes reproduced from other toolkits (hf-*): their scores do not come from
-    #: fingerprint's PRF, and only ``verify`` in text mode handles their de-duplication and nulls.
+    #: fingerprint's PRF (the strength guard's per-response metrics need the PRF).
     prf_based: ClassVar[bool] = True
-
-    #: True when the exact null depends on which tuples were scored (the scheme then provides
-    #: ``set_null(blocks)`` and a key-independent ``distinct_mask``), not only on how many.
-    null_depends_on_tuples: ClassVar[bool] = False
 
     def distinct_mask(self, blocks: np.ndarray) -> np.ndarray | None:
         """Which of the already (window, token)-distinct tuples ``blocks`` still repeat a score
@@ -145,36 +142,36 @@ class Scheme(abc.ABC):
         can collide (``(n,)`` bool, True = keep); ``None`` when (window, token) is enough."""
         return None
 
-    def test(self, scores: np.ndarray, *, confidence_level: float = 0.95) -> TestResult:
-        """Exact test of H0 "the tokens are independent of the key" on de-duplicated scores.
+    @abc.abstractmethod
+    def null(self, n_items: int, *, blocks: np.ndarray | None = None,
+             weights: np.ndarray | None = None) -> NullModel:
+        """The exact null of this scheme's statistic over ``n_items`` distinct scored items.
 
-        ``scores`` has shape ``(n,)``: one score per distinct tuple.
+        ``blocks`` ``(n_items, words)``: the items themselves (as :func:`fingerprint.prf.encode_tuples`
+        lays them out), for schemes whose null depends on which items were scored; ``weights``
+        ``(n_items,)``: fixed non-negative weights of a weighted statistic ``sum_i w_i s_i`` (the
+        logprob statistic), ``None`` for the plain total. Raises :class:`ParameterError` for a
+        statistic this scheme has no valid null for.
         """
+
+    def test(self, scores: np.ndarray, *, confidence_level: float = 0.95) -> TestResult:
+        """Exact test of H0 on de-duplicated scores ``(n,)`` (one per distinct tuple), for schemes
+        whose null depends only on how many tuples were scored. ``fingerprint.verify`` is the
+        whole pipeline (selection, de-duplication, decoys, verdict); this is its last step."""
         scores = np.asarray(scores)
-        total = float(scores.sum(dtype=np.float64))
-        return self.test_totals(total, int(scores.size), confidence_level=confidence_level)
+        return self.null(int(scores.size)).test(float(scores.sum(dtype=np.float64)),
+                                                confidence_level=confidence_level)
 
-    @abc.abstractmethod
-    def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
-        """Exact test from the sum of ``n_tuples`` distinct tuples' scores."""
-
-    @abc.abstractmethod
-    def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
-        """Vectorized exact log10 p-values for many (total, n_tuples) pairs, shape ``(r,)``."""
-
-    @abc.abstractmethod
-    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int | np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Randomized p-values (exactly U(0, 1) under H0, also for discrete statistics):
-        ``P[T > t] + u * P[T = t]``; shape ``(r,)``."""
-
-    @abc.abstractmethod
-    def log10_bayes_factor(self, total: float, n_tuples: int, effect_max: float | None = None) -> float:
-        """log10 Bayes factor of H1 (effect ~ Uniform(0, effect_max)) against H0."""
-
-    @property
-    @abc.abstractmethod
-    def effect_prior_default(self) -> float:
-        """Default upper end of the uniform prior over the effect under H1."""
+    def warp_logits(self, logits: np.ndarray, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Logits ``(b, V)`` whose plain sampling (temperature 1) draws the fingerprinted
+        distribution of raw logits ``(b, V)`` after contexts ``(b, h)``: what a generation
+        framework's logits processor returns. By default one keyed sample per row (every other
+        logit at the float32 minimum); schemes that reshape the distribution override it."""
+        logits = check_logits(logits, self.vocab_size)
+        chosen = self.sample(logits, contexts, rng)
+        out = np.full(logits.shape, np.finfo(np.float32).min, dtype=np.float64)
+        out[np.arange(out.shape[0]), chosen] = 0.0
+        return out
 
     # ---- embed side -------------------------------------------------------------------
     @abc.abstractmethod

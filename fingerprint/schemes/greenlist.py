@@ -17,9 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from scipy import stats
-
-from ..stats import TestResult, binomial_test, log10_bayes_factor_binomial, log10_binomial_sf_array
+from ..stats import BinomialNull, NullModel, WeightedBernoulliNull
 from .base import Scheme, apply_temperature_top_p, check_contexts, check_logits, sample_from_logp
 
 __all__ = ["GreenlistScheme"]
@@ -52,25 +50,15 @@ class GreenlistScheme(Scheme):
     def _tuple_scores(self, values: np.ndarray) -> np.ndarray:
         return self.green_mask(values).astype(np.int8)
 
-    def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
-        return binomial_test(int(round(total)), int(n_tuples), self.params["gamma"],
-                             confidence_level=confidence_level)
+    def null(self, n_items: int, *, blocks: np.ndarray | None = None,
+             weights: np.ndarray | None = None) -> NullModel:
+        """Binom(n, gamma) for the green count; a weighted Bernoulli(gamma) sum with weights."""
+        if weights is not None:
+            return WeightedBernoulliNull(weights, self.params["gamma"])
+        return BinomialNull(n_items, self.params["gamma"])
 
-    def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
-        return log10_binomial_sf_array(np.rint(totals), n_tuples, self.params["gamma"])
-
-    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int | np.ndarray, u: np.ndarray) -> np.ndarray:
-        k = np.rint(totals)
-        g = self.params["gamma"]
-        return stats.binom.sf(k, n_tuples, g) + u * stats.binom.pmf(k, n_tuples, g)
-
-    @property
-    def effect_prior_default(self) -> float:
-        return min(0.1, 1.0 - self.params["gamma"])
-
-    def log10_bayes_factor(self, total: float, n_tuples: int, effect_max: float | None = None) -> float:
-        e = self.effect_prior_default if effect_max is None else effect_max
-        return log10_bayes_factor_binomial(int(round(total)), int(n_tuples), self.params["gamma"], e)
+    def warp_logits(self, logits: np.ndarray, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.bias_logits(logits, contexts)
 
     def bias_logits(self, logits: np.ndarray, contexts: np.ndarray) -> np.ndarray:
         """Logits ``(b, V)`` with ``delta`` added to each row's green tokens (rows with a full

@@ -16,9 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..prf import to_unit_interval
-from scipy import special
-
-from ..stats import TestResult, gamma_test, log10_bayes_factor_gamma, log10_gamma_sf_array
+from ..stats import GammaNull, NullModel, WeightedExponentialNull
 from .base import Scheme, apply_temperature_top_p, check_contexts, check_logits, sample_from_logp
 
 __all__ = ["GumbelScheme"]
@@ -37,23 +35,12 @@ class GumbelScheme(Scheme):
     def _tuple_scores(self, values: np.ndarray) -> np.ndarray:
         return -np.log1p(-to_unit_interval(values))
 
-    def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
-        return gamma_test(float(total), int(n_tuples), confidence_level=confidence_level)
-
-    def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
-        return log10_gamma_sf_array(totals, n_tuples)
-
-    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int | np.ndarray, u: np.ndarray) -> np.ndarray:
-        n = np.asarray(n_tuples)
-        return np.where(n > 0, special.gammaincc(np.maximum(n, 1), np.asarray(totals, dtype=np.float64)), u)
-
-    @property
-    def effect_prior_default(self) -> float:
-        return 0.5
-
-    def log10_bayes_factor(self, total: float, n_tuples: int, effect_max: float | None = None) -> float:
-        e = self.effect_prior_default if effect_max is None else effect_max
-        return log10_bayes_factor_gamma(float(total), int(n_tuples), e)
+    def null(self, n_items: int, *, blocks: np.ndarray | None = None,
+             weights: np.ndarray | None = None) -> NullModel:
+        """Gamma(n, 1) for the score sum; a weighted Exp(1) sum with weights."""
+        if weights is not None:
+            return WeightedExponentialNull(weights)
+        return GammaNull(n_items)
 
     def sample(self, logits: np.ndarray, contexts: np.ndarray, rng: np.random.Generator, *,
                temperature: float = 1.0, top_p: float = 1.0) -> np.ndarray:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from ..stats import TestResult, binomial_test, log10_bayes_factor_binomial, log10_binomial_sf_array
+from ..stats import BinomialNull, NullModel
 from .base import ReproducedScheme, apply_temperature_top_p, sample_from_logp
 
 __all__ = ["HfKgwScheme", "torch_randperm_prefix", "hashing_key_secret"]
@@ -263,25 +263,15 @@ class HfKgwScheme(ReproducedScheme):
     def tuple_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         return self.green_flags(np.asarray(windows).reshape(len(tokens), self.context_width), tokens).astype(np.int8)
 
-    def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
-        return binomial_test(int(round(total)), int(n_tuples), self._gamma, confidence_level=confidence_level)
-
-    def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
-        return log10_binomial_sf_array(np.rint(totals), n_tuples, self._gamma)
-
-    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int | np.ndarray, u: np.ndarray) -> np.ndarray:
-        from scipy import stats
-
-        k = np.rint(totals)
-        return stats.binom.sf(k, n_tuples, self._gamma) + u * stats.binom.pmf(k, n_tuples, self._gamma)
-
-    @property
-    def effect_prior_default(self) -> float:
-        return min(0.1, 1.0 - self._gamma)
-
-    def log10_bayes_factor(self, total: float, n_tuples: int, effect_max: float | None = None) -> float:
-        e = self.effect_prior_default if effect_max is None else effect_max
-        return log10_bayes_factor_binomial(int(round(total)), int(n_tuples), self._gamma, e)
+    def null(self, n_items: int, *, blocks: np.ndarray | None = None,
+             weights: np.ndarray | None = None) -> NullModel:
+        """Binom(n, green list size / V) over (seed, token)-distinct tuples (conservative: flags of
+        one window are drawn without replacement). A weighted statistic has no valid null here:
+        the flags of a window's candidates are dependent (exactly ``int(V * ratio)`` are green)."""
+        if weights is not None:
+            raise ParameterError("hf-kgw: the weighted (logprob) statistic has no exact null for transformers' "
+                                 "fixed-size green lists; use --mode text")
+        return BinomialNull(n_items, self._gamma)
 
     # ---- embed side -----------------------------------------------------------------------
     def bias_logits(self, logits: np.ndarray, contexts: np.ndarray) -> np.ndarray:
@@ -303,6 +293,9 @@ class HfKgwScheme(ReproducedScheme):
         for i, r in enumerate(rows):
             out[r, top[i, green[i]]] += self.params["bias"]
         return out
+
+    def warp_logits(self, logits: np.ndarray, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.bias_logits(logits, contexts)
 
     def sample(self, logits: np.ndarray, contexts: np.ndarray, rng: np.random.Generator, *,
                temperature: float = 1.0, top_p: float = 1.0) -> np.ndarray:

@@ -36,17 +36,16 @@ these schemes reproduce generation on CPU.
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from ..errors import ParameterError
-from ..stats import Effect, TestResult
+from ..stats import NullModel, ShiftNull
 from .base import ReproducedScheme, apply_temperature_top_p, check_logits, sample_from_logp
 
-__all__ = ["HfSynthIdScheme", "ShiftNull", "synthid_keys_secret", "torch_randint_bits"]
+__all__ = ["HfSynthIdScheme", "synthid_keys_secret", "torch_randint_bits"]
 
 MULTIPLIER = np.uint64(6364136223846793005)
 _ONE = np.uint64(1)
@@ -71,69 +70,6 @@ def torch_randint_bits(seed: int, size: int) -> np.ndarray:
     return (raw & 1).astype(np.uint8)
 
 
-class ShiftNull:
-    """Exact null distribution of the SynthID total over the key space, for one set of units.
-
-    ``units``: ``(s,)`` distinct values ``h mod N``; ``shift_g``: ``(N,)`` the g-value of
-    position x, ``G(x)``; ``depth``: number of keys. ``n`` (g-bits) = ``s * depth``.
-    """
-
-    def __init__(self, units: np.ndarray, shift_g: np.ndarray, depth: int) -> None:
-        size = shift_g.size
-        self.n_units = int(units.size)
-        self.depth = int(depth)
-        self.n = self.n_units * self.depth
-        indicator = np.zeros(size)
-        indicator[np.asarray(units, dtype=np.int64)] = 1.0
-        corr = np.fft.irfft(np.conj(np.fft.rfft(indicator)) * np.fft.rfft(shift_g.astype(np.float64)), n=size)
-        self.correlation = np.rint(corr).astype(np.int64)  # C(k) for every shift k, (N,)
-        low = int(self.correlation.min())
-        single = np.bincount(self.correlation - low) / size
-        pmf = np.ones(1)
-        for _ in range(self.depth):
-            pmf = np.convolve(pmf, single)
-        self.offset = low * self.depth
-        self.pmf = pmf  # P[T = offset + j]
-        self.sf = np.cumsum(pmf[::-1])[::-1]  # P[T >= offset + j]
-        self.null_mean = float(self.correlation.mean()) * self.depth
-
-    @property
-    def null_rate(self) -> float:
-        """Expected share of 1-valued g-bits under H0."""
-        return self.null_mean / self.n if self.n else math.nan
-
-    def log10_sf(self, totals: np.ndarray) -> np.ndarray:
-        """log10 P[T >= t] for each total, ``(r,)``."""
-        j = np.rint(np.asarray(totals, dtype=np.float64)).astype(np.int64) - self.offset
-        out = np.zeros(j.shape)
-        inside = (j > 0) & (j < self.sf.size)
-        with np.errstate(divide="ignore"):
-            out[inside] = np.log10(np.maximum(self.sf[j[inside]], np.finfo(float).tiny))
-        out[j >= self.sf.size] = math.log10(np.finfo(float).tiny)
-        return np.minimum(out, 0.0)
-
-    def randomized(self, totals: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """``P[T > t] + u P[T = t]``, exactly U(0, 1) under H0, ``(r,)``."""
-        j = np.rint(np.asarray(totals, dtype=np.float64)).astype(np.int64) - self.offset
-        j = np.clip(j, 0, self.pmf.size - 1)
-        return self.sf[j] - self.pmf[j] + u * self.pmf[j]
-
-    def test(self, total: float, *, confidence_level: float = 0.95) -> TestResult:
-        """The exact one-sided test of H0 for the observed total."""
-        from scipy import stats
-
-        log10_p = float(self.log10_sf(np.array([total]))[0])
-        if self.n == 0:
-            effect = Effect(math.nan, math.nan, math.nan, confidence_level, "clopper-pearson")
-        else:
-            ci = stats.binomtest(int(round(total)), self.n, 0.5).proportion_ci(confidence_level=confidence_level,
-                                                                              method="exact")
-            rate = self.null_rate
-            effect = Effect(total / self.n - rate, ci.low - rate, ci.high - rate, confidence_level,
-                            "clopper-pearson (descriptive: g-bits of one unit are not independent)")
-        return TestResult("synthid-shift", float(total), self.n, self.null_rate, log10_p, effect)
-
-
 class HfSynthIdScheme(ReproducedScheme):
     """transformers' SynthID Text watermark; parameters ``depth`` (number of keys, 30),
     ``ngram_len`` (5), ``sampling_table_size`` (65536), ``sampling_table_seed`` (0),
@@ -142,8 +78,6 @@ class HfSynthIdScheme(ReproducedScheme):
     name = "hf-synthid"
     defaults = {"depth": 30, "ngram_len": 5, "sampling_table_size": 65536, "sampling_table_seed": 0,
                 "context_history_size": 1024}
-    #: The exact null depends on which units were scored, not only on how many.
-    null_depends_on_tuples = True
 
     def __init__(self, secret: bytes, vocab_size: int, **params: Any) -> None:
         super().__init__(secret, vocab_size, **params)
@@ -223,29 +157,15 @@ class HfSynthIdScheme(ReproducedScheme):
 
         return first_occurrence_mask(self.units_of_blocks(blocks))
 
-    def set_null(self, blocks: np.ndarray) -> ShiftNull:
-        """The exact null for the distinct-unit tuples ``blocks`` (already de-duplicated)."""
+    def null(self, n_items: int, *, blocks: np.ndarray | None = None,
+             weights: np.ndarray | None = None) -> NullModel:
+        """The exact shift null for the distinct-unit tuples ``blocks`` (already de-duplicated);
+        it depends on which units were scored, so ``blocks`` is required."""
+        if weights is not None:
+            raise ParameterError("hf-synthid: the weighted (logprob) statistic is not supported; use --mode text")
+        if blocks is None or len(blocks) != n_items:
+            raise ParameterError("hf-synthid's exact null depends on which units were scored: pass their blocks")
         return ShiftNull(self.units_of_blocks(blocks), self.shift_g, self.params["depth"])
-
-    def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
-        raise ParameterError("hf-synthid's exact test depends on which units were scored: use set_null(blocks)")
-
-    def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
-        raise ParameterError("hf-synthid's exact test depends on which units were scored: use set_null(blocks)")
-
-    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int | np.ndarray, u: np.ndarray) -> np.ndarray:
-        raise ParameterError("hf-synthid's exact test depends on which units were scored: use set_null(blocks)")
-
-    @property
-    def effect_prior_default(self) -> float:
-        return 0.1
-
-    def log10_bayes_factor(self, total: float, n_tuples: int, effect_max: float | None = None) -> float:
-        from ..stats import log10_bayes_factor_binomial
-
-        e = self.effect_prior_default if effect_max is None else effect_max
-        bits = int(n_tuples) * self.params["depth"]
-        return log10_bayes_factor_binomial(int(round(total)), bits, 0.5, e)
 
     # ---- embed side --------------------------------------------------------------------
     def bias_logits(self, logits: np.ndarray, contexts: np.ndarray) -> np.ndarray:
@@ -267,6 +187,9 @@ class HfSynthIdScheme(ReproducedScheme):
         with np.errstate(divide="ignore"):
             out[rows] = np.where(probs > 0, np.log(probs), np.finfo(np.float64).min)
         return out
+
+    def warp_logits(self, logits: np.ndarray, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.bias_logits(logits, contexts)
 
     def sample(self, logits: np.ndarray, contexts: np.ndarray, rng: np.random.Generator, *,
                temperature: float = 1.0, top_p: float = 1.0) -> np.ndarray:

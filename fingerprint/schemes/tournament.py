@@ -17,9 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from scipy import stats
-
-from ..stats import TestResult, binomial_test, log10_bayes_factor_binomial, log10_binomial_sf_array
+from ..stats import BinomialNull, NullModel, WeightedBernoulliNull
 from .base import Scheme, apply_temperature_top_p, check_contexts, check_logits, sample_from_logp
 
 __all__ = ["TournamentScheme", "MAX_LAYERS"]
@@ -62,26 +60,23 @@ class TournamentScheme(Scheme):
     def _tuple_scores(self, values: np.ndarray) -> np.ndarray:
         return _popcount64(values & self._layer_mask)
 
-    def test_totals(self, total: float, n_tuples: int, *, confidence_level: float = 0.95) -> TestResult:
+    def null(self, n_items: int, *, blocks: np.ndarray | None = None,
+             weights: np.ndarray | None = None) -> NullModel:
+        """Binom(m n, 1/2) for the 1-bits among m g-bits per tuple; weighted with weights."""
         m = self.params["layers"]
-        return binomial_test(int(round(total)), m * int(n_tuples), 0.5, confidence_level=confidence_level)
+        if weights is not None:
+            return WeightedBernoulliNull(weights, 0.5, multiplicity=m)
+        return BinomialNull(n_items, 0.5, trials_per_item=m)
 
-    def log10_pvalues(self, totals: np.ndarray, n_tuples: np.ndarray) -> np.ndarray:
-        return log10_binomial_sf_array(np.rint(totals), self.params["layers"] * np.asarray(n_tuples), 0.5)
-
-    def randomized_pvalues(self, totals: np.ndarray, n_tuples: int | np.ndarray, u: np.ndarray) -> np.ndarray:
-        k = np.rint(totals)
-        n = self.params["layers"] * n_tuples
-        return stats.binom.sf(k, n, 0.5) + u * stats.binom.pmf(k, n, 0.5)
-
-    @property
-    def effect_prior_default(self) -> float:
-        return 0.1
-
-    def log10_bayes_factor(self, total: float, n_tuples: int, effect_max: float | None = None) -> float:
-        """Treats the m g-bits of a tuple as independent under H1 too (they are under H0)."""
-        e = self.effect_prior_default if effect_max is None else effect_max
-        return log10_bayes_factor_binomial(int(round(total)), self.params["layers"] * int(n_tuples), 0.5, e)
+    def warp_logits(self, logits: np.ndarray, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The log of the tournament's exact output distribution (rows with a full context)."""
+        logits = check_logits(logits, self.vocab_size)
+        contexts, full = check_contexts(contexts, logits.shape[0], self.context_width, self.vocab_size)
+        out = logits.copy()
+        if full.any():
+            logp = apply_temperature_top_p(logits[full], 1.0, 1.0)
+            out[full] = np.maximum(self.tournament_logp(logp, contexts[full]), np.finfo(np.float32).min)
+        return out
 
     def tournament_logp(self, logp: np.ndarray, contexts: np.ndarray) -> np.ndarray:
         """Exact output distribution of the tournament, as log-probabilities ``(b, V)``, for

@@ -24,13 +24,13 @@ import numpy as np
 
 from ..collect.client import ClientLimits, CollectSettings, PromptRecord, collect
 from ..corpus import read_exchanges, sha256_file
-from ..detect import KeyResult, VerifyOptions, verify_exchanges
 from ..errors import KeyFileError
 from ..keys import FingerprintKey
 from ..report import build_report, render_html, render_markdown, write_json, write_text
-from .distill import FingerprintedData, corpus_prompts, distill_student, fingerprinted_responses
-from .server import ServedModel, serve
-from .teacher import build_teacher
+from ..sim.distill import FingerprintedData, corpus_prompts, distill_student, fingerprinted_responses
+from ..sim.server import ServedModel, serve
+from ..sim.teacher import build_teacher
+from ..verify import KeyResult, VerifyOptions, verify_exchanges
 
 __all__ = ["DemoRow", "run_demo"]
 

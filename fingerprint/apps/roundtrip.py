@@ -13,10 +13,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..keys import FingerprintKey
-from ..stats import TestResult
-from ..windows import DropCounts, select_tuples
-from .generate import generate
-from .teacher import Teacher
+from ..sim.generate import generate
+from ..sim.teacher import Teacher
+from ..verify import KeyResult, VerifyOptions, verify
 
 __all__ = ["RoundTripRow", "run_roundtrip", "score_responses"]
 
@@ -26,23 +25,17 @@ class RoundTripRow:
     scheme: str
     params: dict[str, Any]
     key_id: str
-    fingerprinted: TestResult
-    fingerprinted_counts: DropCounts
-    plain: TestResult
-    plain_counts: DropCounts
+    fingerprinted: KeyResult
+    plain: KeyResult
 
 
-def score_responses(key: FingerprintKey, prompts: Sequence[np.ndarray],
-                    responses: Sequence[np.ndarray]) -> tuple[TestResult, DropCounts]:
-    """Exact test of ``responses`` (token arrays) against ``key``, excluding prompt windows."""
-    scheme = key.scheme_object()
-    offsets = np.concatenate(([0], np.cumsum([r.size for r in responses]))).astype(np.int64)
-    p_offsets = np.concatenate(([0], np.cumsum([p.size for p in prompts]))).astype(np.int64)
-    tokens = np.concatenate(responses) if responses else np.zeros(0, np.int64)
-    p_tokens = np.concatenate(prompts) if prompts else np.zeros(0, np.int64)
-    scored = scheme.score(tokens, offsets)
-    sel = select_tuples(scored.table, prompt_tokens=p_tokens, prompt_offsets=p_offsets)
-    return scheme.test(scored.scores[sel.mask]), sel.counts
+def score_responses(key: FingerprintKey, prompts: Sequence[np.ndarray], responses: Sequence[np.ndarray], *,
+                    alpha: float = 1e-6) -> KeyResult:
+    """The pipeline's result for ``responses`` (token arrays) against ``key``, prompt windows
+    excluded, without decoys (the round trip checks the exact test itself)."""
+    result = verify(list(responses), keys=key, prompt_tokens=list(prompts),
+                    options=VerifyOptions(alpha=alpha, n_decoys=0))
+    return result.results[0]
 
 
 def run_roundtrip(teacher: Teacher, *, n_prompts: int = 8, tokens_per_response: int = 50,
@@ -63,7 +56,6 @@ def run_roundtrip(teacher: Teacher, *, n_prompts: int = 8, tokens_per_response: 
         key = FingerprintKey.generate(name, vocab_size=teacher.vocab_size, **params)
         marked = generate(teacher.model, prompts, tokens_per_response, rng, scheme=key.scheme_object())
         plain = generate(teacher.model, prompts, tokens_per_response, rng)
-        fp_result, fp_counts = score_responses(key, prompts, marked)
-        pl_result, pl_counts = score_responses(key, prompts, plain)
-        rows.append(RoundTripRow(name, key.params, key.key_id, fp_result, fp_counts, pl_result, pl_counts))
+        rows.append(RoundTripRow(name, key.params, key.key_id, score_responses(key, prompts, marked),
+                                 score_responses(key, prompts, plain)))
     return rows

@@ -30,22 +30,20 @@ rule is switched off (``fed_texts_clean=True``).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
-from .corpus import ExchangeSet, TokenLogprobs
-from .errors import InputError, ParameterError
-from .keys import FingerprintKey
-from .stats import Effect, TestResult, weighted_bernoulli_test, weighted_exponential_test
-from .tokenize import token_bytes_table
-from .windows import _is_member, _splitmix64, first_occurrence_mask, ngram_ids, row_ids
+from ..corpus import ExchangeSet, TokenLogprobs
+from ..errors import InputError
+from ..keys import FingerprintKey
+from ..prf import encode_tuples
+from ..tokenize import token_bytes_table
+from ..windows import is_member, ngram_ids, row_ids, text_keyed_ids
+from .evidence import Evidence, ItemCounts, keep_first_positions
+from .result import VerifyOptions
 
-__all__ = ["VocabMapper", "AccessItems", "logprob_items", "reading_items", "AccessResult", "access_test",
-           "verify_access"]
+__all__ = ["VocabMapper", "logprob_evidence", "reading_evidence", "access_evidence"]
 
 
 class VocabMapper:
@@ -61,23 +59,6 @@ class VocabMapper:
         return np.fromiter((get(p, -1) for p in pieces), dtype=np.int64, count=len(pieces))
 
 
-@dataclass
-class AccessItems:
-    """Scored items: ``windows`` ``(n, h)``, ``tokens`` ``(n,)``, ``weights`` ``(n,)`` (suspect
-    probabilities; 1 in reading mode), ``text_index`` and ``position`` (``(n,)``, tokens read
-    before the item across the corpus, for the trajectory), plus what was dropped and why."""
-
-    mode: str
-    windows: np.ndarray
-    tokens: np.ndarray
-    weights: np.ndarray
-    text_index: np.ndarray
-    position: np.ndarray
-    tokens_read: int
-    n_texts: int
-    counts: dict[str, int] = field(default_factory=dict)
-
-
 def _prompt_windows(tokenizer, exchanges: ExchangeSet, h: int, vocab: int) -> np.ndarray:
     """Sorted unkeyed ids of (text index, window) for every window of every prompt."""
     if h == 0:
@@ -87,12 +68,14 @@ def _prompt_windows(tokenizer, exchanges: ExchangeSet, h: int, vocab: int) -> np
     text_of = np.repeat(np.arange(lengths.size), lengths)
     in_text = np.arange(p_tokens.size) - p_offsets[text_of]
     ends = np.flatnonzero(in_text >= h - 1)
-    ids = _splitmix64(ngram_ids(p_tokens, ends, h, vocab) ^ _splitmix64(text_of[ends].astype(np.uint64)))
+    ids = text_keyed_ids(ngram_ids(p_tokens, ends, h, vocab), text_of[ends])
     return np.sort(ids)
 
 
-def logprob_items(exchanges: ExchangeSet, tokenizer, mapper: VocabMapper, h: int, vocab: int) -> AccessItems:
-    """Items of the logprob statistic: per distinct window, the suspect's top-K candidates."""
+def logprob_evidence(exchanges: ExchangeSet, tokenizer, mapper: VocabMapper, h: int, vocab: int) -> Evidence:
+    """Evidence of the logprob statistic: per distinct window (first position across the corpus, prompt
+    windows excluded), the suspect's top-K candidates, weighted by their probabilities scaled to unit
+    norm per window."""
     rows_w, rows_t, rows_q, rows_text, rows_pos = [], [], [], [], []
     counts = {"positions": 0, "no_logprobs": 0, "unmapped_tokens": 0, "unmapped_candidates": 0,
               "no_full_window": 0}
@@ -132,36 +115,31 @@ def logprob_items(exchanges: ExchangeSet, tokenizer, mapper: VocabMapper, h: int
     weights = np.array(rows_q)
     text = np.array(rows_text, dtype=np.int64)
     pos = np.array(rows_pos, dtype=np.int64)
-    # prompt exclusion, then one (the first) occurrence of every window across the corpus
-    wid = row_ids(windows)
-    in_prompt = _is_member(_splitmix64(ngram_ids(windows.ravel(), np.arange(h - 1, windows.size, h), h, vocab)
-                                    ^ _splitmix64(text.astype(np.uint64))) if h else np.zeros(0, np.uint64),
-                        _prompt_windows(tokenizer, exchanges, h, vocab)) if h else np.zeros(tokens.size, bool)
+    text_tokens = np.array([len(ex.logprobs or ()) for ex in exchanges.exchanges], dtype=np.int64)
+    # prompt exclusion, then one (the first) position of every window across the corpus; all
+    # candidates of that position are kept (they share its window and its prompt verdict)
+    in_prompt = (is_member(text_keyed_ids(ngram_ids(windows.ravel(), np.arange(h - 1, windows.size, h), h, vocab),
+                                          text), _prompt_windows(tokenizer, exchanges, h, vocab))
+                 if h else np.zeros(tokens.size, bool))
     counts["prompt_window_items"] = int(in_prompt.sum())
     keep = ~in_prompt
-    # first occurrence of each window (by position); all candidates of that position are kept.
-    # Items come in position order and share their position's window (and prompt verdict).
-    group_start = np.flatnonzero(np.concatenate(([True], pos[1:] != pos[:-1])))
-    group_of = np.repeat(np.arange(group_start.size), np.diff(np.concatenate((group_start, [pos.size]))))
-    heads = group_start[keep[group_start]]
-    first_group = np.zeros(group_start.size, dtype=bool)
-    first_group[group_of[heads[first_occurrence_mask(wid[heads])]]] = True
-    dup = keep & ~first_group[group_of]
-    counts["duplicate_window_items"] = int(dup.sum())
-    keep &= ~dup
+    idx = np.flatnonzero(keep)
+    first = keep_first_positions(row_ids(windows[idx]), pos[idx])
+    counts["duplicate_window_items"] = int((~first).sum())
+    keep[idx[~first]] = False
     # each window's weights scaled to unit norm: every window contributes the same null variance,
     # so spread-out (high-entropy) distributions, where a fingerprint can move mass, count fully
     pos_k, w_k = pos[keep], weights[keep]
     starts = np.flatnonzero(np.concatenate(([True], pos_k[1:] != pos_k[:-1])))
     norms = np.sqrt(np.add.reduceat(w_k * w_k, starts)) if w_k.size else np.zeros(0)
     w_k = w_k / np.repeat(norms, np.diff(np.concatenate((starts, [w_k.size]))))
-    return AccessItems("logprobs", windows[keep], tokens[keep], w_k, text[keep], pos_k, read,
-                       len(exchanges.exchanges), counts)
+    return _evidence("logprobs", h, vocab, windows[keep], tokens[keep], row_ids(windows[keep]), pos_k, text[keep],
+                     w_k, read, counts, exchanges, text_tokens)
 
 
-def reading_items(exchanges: ExchangeSet, mapper: VocabMapper, h: int, vocab: int, *,
-                  exclude_fed_pairs: bool = True) -> AccessItems:
-    """Items of reading mode: (window of the fed text, suspect's top-1 prediction).
+def reading_evidence(exchanges: ExchangeSet, mapper: VocabMapper, h: int, vocab: int, *,
+                     exclude_fed_pairs: bool = True) -> Evidence:
+    """Evidence of reading mode: (window of the fed text, suspect's top-1 prediction) pairs.
 
     ``exclude_fed_pairs=False`` is valid only when the fed texts were not produced with the
     key (e.g. the owner's model sampled without the fingerprint): then the null is exact.
@@ -217,105 +195,34 @@ def reading_items(exchanges: ExchangeSet, mapper: VocabMapper, h: int, vocab: in
     text = np.array(rows_text, dtype=np.int64)
     pos = np.array(rows_pos, dtype=np.int64)
     pair = row_ids(np.concatenate([windows, tokens[:, None]], axis=1))
-    in_fed = _is_member(pair, fed_ids) if exclude_fed_pairs else np.zeros(pair.size, dtype=bool)
+    in_fed = is_member(pair, fed_ids) if exclude_fed_pairs else np.zeros(pair.size, dtype=bool)
     counts["pair_in_fed_text"] = int(in_fed.sum())
     keep = ~in_fed
     idx = np.flatnonzero(keep)
-    first = first_occurrence_mask(pair[idx])
+    first = keep_first_positions(pair[idx], pos[idx])
     counts["duplicate_pair"] = int((~first).sum())
     keep[idx[~first]] = False
-    return AccessItems("reading", windows[keep], tokens[keep], np.ones(int(keep.sum())), text[keep], pos[keep],
-                       read, len(exchanges.exchanges), counts)
+    return _evidence("reading", h, vocab, windows[keep], tokens[keep], pair[keep], pos[keep], text[keep], None,
+                     read, counts, exchanges, np.array([q.size for q in seqs], dtype=np.int64))
 
 
-@dataclass(frozen=True)
-class AccessResult:
-    """One key's test on access items; ``decoy_ks_pvalue`` checks the decoys against U(0, 1)."""
-
-    mode: str
-    key_id: str
-    test: TestResult
-    n_items: int
-    tokens_read: int
-    counts: dict[str, int]
-    decoy_log10_pvalues: np.ndarray
-    decoy_ks_pvalue: float
-    decoy_empirical_pvalue: float
-    trajectory: list[tuple[int, int, float]]
+def _evidence(mode: str, h: int, vocab: int, windows: np.ndarray, tokens: np.ndarray, dedup_ids: np.ndarray,
+              positions: np.ndarray, text: np.ndarray, weights: np.ndarray | None, read: int,
+              counts: dict[str, int], exchanges: ExchangeSet, text_tokens: np.ndarray) -> Evidence:
+    dropped = {k: v for k, v in counts.items() if k != "positions"}
+    return Evidence(mode, h, vocab, encode_tuples(windows, tokens), dedup_ids, positions, text, weights,
+                    ItemCounts(read, int(tokens.size), dropped), tuple(e.id for e in exchanges.exchanges),
+                    text_tokens, np.arange(len(exchanges.exchanges), dtype=np.int64))
 
 
-def _item_scores(scheme, items: AccessItems) -> np.ndarray:
-    return scheme.tuple_scores(items.windows, items.tokens).astype(np.float64)
-
-
-def access_test(scheme, items: AccessItems, scores: np.ndarray | None = None, upto: int | None = None,
-                confidence_level: float = 0.95) -> TestResult:
-    """Test the first ``upto`` items (all by default) with the statistic of ``items.mode``."""
-    s = _item_scores(scheme, items) if scores is None else scores
-    w = items.weights
-    if upto is not None:
-        s, w = s[:upto], w[:upto]
-    if items.mode == "reading":
-        return scheme.test_totals(float(s.sum()), int(s.size), confidence_level=confidence_level)
-    stat = float((w * s).sum())
-    mass = float(w.sum())
-    if scheme.name == "greenlist":
-        g = scheme.params["gamma"]
-        lp = weighted_bernoulli_test(stat, w, g)
-        null, var = g, g * (1 - g)
-    elif scheme.name == "tournament":
-        m = scheme.params["layers"]
-        lp = weighted_bernoulli_test(stat, w, 0.5, multiplicity=m)
-        stat, mass = stat / m, mass
-        null, var = 0.5, 0.25 / m
-    else:
-        lp = weighted_exponential_test(stat, w)
-        null, var = 1.0, 1.0
-    value = stat / mass - null if mass > 0 else math.nan
-    half = stats.norm.ppf(0.5 + confidence_level / 2) * math.sqrt(var * float((w * w).sum())) / mass if mass else math.nan
-    effect = Effect(value, value - half, value + half, confidence_level, "normal (weighted mass; descriptive)")
-    return TestResult(f"weighted-{scheme.name}-saddlepoint", stat, int(s.size), null, min(0.0, lp), effect)
-
-
-def verify_access(exchanges: ExchangeSet, tokenizer, key: FingerprintKey, *, mode: str, n_decoys: int = 100,
-                  decoy_seed: int = 0, trajectory_points: int = 20, fed_texts_clean: bool = False,
-                  progress: Callable[[str], None] | None = None) -> AccessResult:
-    """Logprob statistic (``mode="logprobs"``) or reading mode (``mode="reading"``) for one key."""
+def access_evidence(exchanges: ExchangeSet, tokenizer, key: FingerprintKey, options: VerifyOptions, *,
+                    progress: Callable[[str], None] | None = None) -> Evidence:
+    """The evidence of ``options.mode`` (``"logprobs"`` or ``"reading"``) for ``key``'s context width."""
     say = progress or (lambda _m: None)
-    if mode not in ("logprobs", "reading"):
-        raise ParameterError(f"mode must be 'logprobs' or 'reading', got {mode!r}")
-    scheme = key.own_scheme_for(tokenizer, f"--mode {mode}")
+    scheme = key.own_scheme_for(tokenizer, f"--mode {options.mode}")
     h = scheme.context_width
     mapper = VocabMapper(tokenizer)
-    say(f"{mode}: mapping the suspect's tokens to the owner's ids")
-    items = (logprob_items(exchanges, tokenizer, mapper, h, key.vocab_size) if mode == "logprobs"
-             else reading_items(exchanges, mapper, h, key.vocab_size, exclude_fed_pairs=not fed_texts_clean))
-    scores = _item_scores(scheme, items)
-    test = access_test(scheme, items, scores)
-    d_lp = np.empty(n_decoys)
-    d_p = np.empty(n_decoys)
-    rng = np.random.default_rng([decoy_seed, 0x72656164])
-    say(f"{mode}: {n_decoys} decoy keys")
-    decoy_scores = []
-    for i, dkey in enumerate(key.decoys(n_decoys, seed=decoy_seed)):
-        ds = dkey.scheme_object()
-        sc = _item_scores(ds, items)
-        res = access_test(ds, items, sc)
-        d_lp[i] = res.log10_pvalue
-        if mode == "reading":
-            d_p[i] = float(ds.randomized_pvalues(np.array([res.statistic]), res.n if scheme.name != "tournament"
-                                                 else res.n // scheme.params["layers"], rng.random(1))[0])
-        else:
-            d_p[i] = 10 ** res.log10_pvalue
-        if i < 20:
-            decoy_scores.append(sc)
-    ks = float(stats.kstest(d_p, "uniform").pvalue) if n_decoys else 1.0
-    empirical = (1 + int((d_lp <= test.log10_pvalue).sum())) / (n_decoys + 1)
-    marks = np.unique(np.geomspace(min(100, max(items.tokens_read, 1)), max(items.tokens_read, 1),
-                                   trajectory_points).round().astype(np.int64))
-    traj = []
-    for mark in marks:
-        upto = int(np.searchsorted(items.position, mark))
-        traj.append((int(mark), upto, access_test(scheme, items, scores, upto).log10_pvalue))
-    return AccessResult(mode, key.key_id, test, int(scores.size), items.tokens_read, items.counts, d_lp, ks,
-                        empirical, traj)
+    say(f"{options.mode}: mapping the suspect's tokens to the owner's ids")
+    if options.mode == "logprobs":
+        return logprob_evidence(exchanges, tokenizer, mapper, h, key.vocab_size)
+    return reading_evidence(exchanges, mapper, h, key.vocab_size, exclude_fed_pairs=not options.fed_texts_clean)

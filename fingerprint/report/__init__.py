@@ -1,0 +1,12 @@
+"""Reports: the JSON document (the single source), its Markdown and HTML renderings, the strength
+guard's renderings, and the one p-value formatter every output uses."""
+
+from __future__ import annotations
+
+from .document import SCHEMA, SCHEMA_VERSION, build_report, write_json, write_text
+from .format import format_effect, format_posterior, format_pvalue
+from .html import render_html, trajectory_svg
+from .markdown import render_markdown
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "build_report", "write_json", "write_text", "format_pvalue", "format_effect",
+           "format_posterior", "render_html", "render_markdown", "trajectory_svg"]

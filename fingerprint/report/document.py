@@ -1,0 +1,167 @@
+"""The report document of a verification: a JSON object with a stable schema.
+
+The JSON document is the single source: Markdown and HTML are rendered from it, so the three
+never disagree. No report contains a secret: keys appear as their public dict (key id,
+scheme, parameters, vocabulary size).
+
+Schema (``schema`` = ``"fingerprint-verify-report"``, ``schema_version`` = 1) — top level:
+
+========================  ===========================================================
+``verdict``               overall: ``detected`` / ``not detected`` / ``inconclusive`` /
+                          ``insufficient data``
+``alpha``                 significance level of the verdict
+``holm_applied``          several keys were tested, p-values Holm-adjusted
+``key_id`` ... ``trajectory``  the fields of the first key's result (see below), copied
+``results``               one object per key, each with the fields below
+``inputs``                ``suspect``/``served``: ``[{path, sha256, format, records}]``;
+                          ``tokenizer``: ``{path, sha256, vocab_size}``
+``skipped``               ``{count, records: [{file, line, reason}]}`` (first 1,000)
+``failed_requests``       evidence records whose request failed (not read)
+``notes``                 warnings, e.g. decoys failing, padded vocabulary
+``version``, ``created_at``  tool version, UTC time of the run
+========================  ===========================================================
+
+Per key: ``key_id``, ``scheme``, ``params``, ``vocab_size``, ``n_texts``, ``n_tokens``,
+``n_scored`` (distinct tuples tested), ``dropped`` (``no_full_window``, ``prompt_window``,
+``window_filter``, ``duplicate_tuple``), ``test`` (``binomial``/``gamma``), ``statistic``,
+``n_trials``, ``null_rate``, ``pvalue`` (float, 0.0 once it underflows), ``log10_pvalue``
+(exact, finite), ``holm_log10_pvalue``, ``effect`` (``value``, ``ci_low``, ``ci_high``,
+``confidence_level``, ``method``), ``decoys`` (``k``, ``seed``, ``empirical_pvalue``,
+``ks_pvalue``, ``passed``, ``log10_pvalue_mean``, ``log10_pvalue_sd``, ``effect_mean``,
+``effect_sd``, ``min_log10_pvalue``; null without decoys), ``log10_bayes_factor``,
+``bayes`` (``effect_prior``, ``effect_prior_max``, ``prior_probability``), ``posterior``,
+``verdict``, ``reason`` (a sentence), ``mode`` (``text``/``logprobs``/``reading``),
+``sufficiency`` (``min_detectable_effect``: the smallest effect the data could detect at the
+level the key is tested at, ``target_effect``, ``items_needed`` to detect it, ``sufficient``),
+``trajectory`` (``[{tokens_read, n_scored, log10_pvalue, decoy_low,
+decoy_median, decoy_high}]``), ``responses`` (``[{id, n_tokens, n_scored, statistic,
+log10_pvalue}]``, input order). Non-finite numbers are written as null.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ..corpus import ExchangeSet
+from ..version import __version__
+from ..verify import KeyResult, VerifyResult
+
+__all__ = ["build_report", "write_json", "write_text", "SCHEMA", "SCHEMA_VERSION"]
+
+SCHEMA = "fingerprint-verify-report"
+SCHEMA_VERSION = 1
+_MAX_SKIPPED = 1000
+
+
+def _num(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _key_result_dict(r: KeyResult, n_texts: int, n_tokens: int) -> dict[str, Any]:
+    t = r.test
+    d = r.decoys
+    return {
+        "key_id": r.key["key_id"],
+        "scheme": r.key["scheme"],
+        "params": r.key["params"],
+        "vocab_size": r.key["vocab_size"],
+        "n_texts": n_texts,
+        "n_tokens": n_tokens,
+        "n_scored": r.counts.scored,
+        "dropped": r.counts.as_dict(),
+        "test": t.test,
+        "statistic": t.statistic,
+        "n_trials": t.n,
+        "null_rate": t.null_rate,
+        "pvalue": t.pvalue,
+        "log10_pvalue": t.log10_pvalue,
+        "holm_log10_pvalue": r.holm_log10_pvalue,
+        "effect": {"value": _num(t.effect.value), "ci_low": _num(t.effect.ci_low),
+                   "ci_high": _num(t.effect.ci_high), "confidence_level": t.effect.confidence_level,
+                   "method": t.effect.method},
+        "decoys": None if d is None else {
+            "k": d.k, "seed": d.seed, "empirical_pvalue": d.empirical_pvalue, "ks_pvalue": d.ks_pvalue,
+            "passed": d.passed, "log10_pvalue_mean": d.log10_pvalue_mean,
+            "log10_pvalue_sd": d.log10_pvalue_sd, "effect_mean": _num(d.effect_mean),
+            "effect_sd": _num(d.effect_sd), "min_log10_pvalue": d.min_log10_pvalue},
+        "log10_bayes_factor": r.bayes.log10_bayes_factor,
+        "bayes": {"effect_prior": r.bayes.effect_prior, "effect_prior_max": r.bayes.effect_prior_max,
+                  "prior_probability": r.bayes.prior_probability},
+        "posterior": r.bayes.posterior,
+        "verdict": r.verdict,
+        "reason": r.reason,
+        "mode": r.mode,
+        "sufficiency": {"min_detectable_effect": _num(r.sufficiency.min_detectable_effect),
+                        "target_effect": r.sufficiency.target_effect,
+                        "items_needed": _num(r.sufficiency.items_needed),
+                        "sufficient": r.sufficiency.sufficient},
+        "trajectory": [{"tokens_read": p.tokens_read, "n_scored": p.n_scored,
+                        "log10_pvalue": p.log10_pvalue, "decoy_low": _num(p.decoy_low),
+                        "decoy_median": _num(p.decoy_median), "decoy_high": _num(p.decoy_high)}
+                       for p in r.trajectory],
+        "responses": [{"id": rid, "n_tokens": int(nt), "n_scored": int(ns), "statistic": float(st),
+                       "log10_pvalue": float(lp)}
+                      for rid, nt, ns, st, lp in zip(r.responses.ids, r.responses.n_tokens,
+                                                     r.responses.n_scored, r.responses.statistic,
+                                                     r.responses.log10_pvalue)],
+    }
+
+
+def _files(es: ExchangeSet | None) -> list[dict[str, Any]]:
+    if es is None:
+        return []
+    return [{"path": f.path, "sha256": f.sha256, "format": f.format, "records": f.records} for f in es.files]
+
+
+def build_report(result: VerifyResult, *, suspect: ExchangeSet, tokenizer_path: str, tokenizer_sha256: str,
+                 served: ExchangeSet | None = None, created_at: str | None = None) -> dict[str, Any]:
+    """The JSON report document (see the module docstring for the schema)."""
+    per_key = [_key_result_dict(r, result.n_texts, result.n_tokens) for r in result.results]
+    skipped = suspect.skipped + (served.skipped if served else [])
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "version": __version__,
+        "created_at": created_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "verdict": result.verdict,
+        "alpha": result.options.alpha,
+        "holm_applied": result.holm_applied,
+    }
+    doc.update(per_key[0])
+    doc["verdict"] = result.verdict
+    doc["results"] = per_key
+    doc["window_filter_windows"] = result.window_filter_size
+    doc["inputs"] = {"suspect": _files(suspect), "served": _files(served),
+                     "tokenizer": {"path": tokenizer_path, "sha256": tokenizer_sha256,
+                                   "vocab_size": result.tokenizer_vocab_size}}
+    doc["skipped"] = {"count": len(skipped),
+                      "records": [{"file": s.file, "line": s.line, "reason": s.reason}
+                                  for s in skipped[:_MAX_SKIPPED]]}
+    doc["failed_requests"] = suspect.failed_requests
+    doc["notes"] = list(result.notes)
+    doc["options"] = {"n_decoys": result.options.n_decoys, "decoy_seed": result.options.decoy_seed,
+                      "ks_threshold": result.options.ks_threshold,
+                      "confidence_level": result.options.confidence_level}
+    return doc
+
+
+def write_json(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write atomically (temp file + rename), so a crash never leaves half a report."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

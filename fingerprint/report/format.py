@@ -1,0 +1,68 @@
+"""Formatting shared by every renderer: p-values, effects, posteriors, summary cells, method text."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["format_pvalue", "format_effect", "format_posterior", "methods_text", "top_responses",
+           "SUMMARY_HEADER", "summary_cells"]
+
+
+def format_pvalue(log10_p: float) -> str:
+    """``0.0123`` or ``3.2e-45`` or ``10^-1251.46`` (beyond the float range)."""
+    if log10_p > -4:
+        return f"{10 ** log10_p:.3g}"
+    if log10_p > -300:
+        mantissa_exp = math.floor(log10_p)
+        mantissa = 10 ** (log10_p - mantissa_exp)
+        return f"{mantissa:.2f}e{mantissa_exp}"
+    return f"10^{log10_p:.2f}"
+
+
+def format_effect(e: dict[str, Any]) -> str:
+    if e["value"] is None:
+        return "n/a"
+    return f"{e['value']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]"
+
+
+def format_posterior(p: float) -> str:
+    if p >= 0.999999:
+        return "> 0.999999"
+    if p <= 1e-6:
+        return "< 0.000001"
+    return f"{p:.6f}"
+
+
+def methods_text(doc: dict[str, Any]) -> list[str]:
+    return [
+        "H0: the suspect's text is independent of the fingerprint key. Under H0 each distinct "
+        "(context window, token) tuple's score follows a known distribution, independently of the "
+        "others, so the p-value is an exact tail probability (binomial or gamma), not an approximation.",
+        "Each distinct tuple is scored once across the whole corpus; tuples whose window occurs in "
+        "the prompt of the same exchange are not scored; an optional filter keeps windows seen in "
+        "the owner's served outputs (it selects windows, never tuples).",
+        "Decoy keys (same scheme and parameters, independent secrets) go through the same pipeline: "
+        "their p-values must look uniform, otherwise the verdict is 'inconclusive'.",
+        f"The verdict compares the p-value (Holm-adjusted when several keys are tested) with alpha = "
+        f"{doc['alpha']:g}. The Bayes factor compares H1 ({doc['bayes']['effect_prior']}) with H0; the "
+        f"posterior uses a prior probability of {doc['bayes']['prior_probability']:g}.",
+    ]
+
+
+def top_responses(r: dict[str, Any], n: int = 10) -> list[dict[str, Any]]:
+    return sorted((x for x in r["responses"] if x["n_scored"] > 0), key=lambda x: x["log10_pvalue"])[:n]
+
+
+SUMMARY_HEADER = ["key", "scheme", "tuples scored", "p-value", "Holm p", "effect [CI]", "decoys",
+                   "log10 Bayes factor", "posterior", "verdict"]
+
+
+def summary_cells(r: dict[str, Any]) -> list[str]:
+    """One key's row of the summary table, as plain text cells (``SUMMARY_HEADER`` order)."""
+    d = r["decoys"]
+    dstr = "none" if d is None else (f"{'pass' if d['passed'] else 'FAIL'}: KS p {d['ks_pvalue']:.3g}, "
+                                     f"empirical p {d['empirical_pvalue']:.3g} (k={d['k']})")
+    return [r["key_id"][:16], r["scheme"], f"{r['n_scored']:,}", format_pvalue(r["log10_pvalue"]),
+            format_pvalue(r["holm_log10_pvalue"]), format_effect(r["effect"]), dstr,
+            f"{r['log10_bayes_factor']:.2f}", format_posterior(r["posterior"]), r["verdict"]]

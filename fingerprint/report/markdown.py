@@ -1,0 +1,51 @@
+"""The Markdown rendering of a report document (also fits a CI job summary)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .format import SUMMARY_HEADER, format_pvalue, methods_text, summary_cells, top_responses
+
+__all__ = ["render_markdown"]
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """A Markdown report (also fits a CI job summary)."""
+    lines = [f"# fingerprint verification: **{doc['verdict']}**", "",
+             f"Run {doc['created_at']} with fingerprint {doc['version']}; alpha = {doc['alpha']:g}"
+             + ("; p-values Holm-adjusted over keys" if doc["holm_applied"] else "") + ".", "",
+             "| " + " | ".join(SUMMARY_HEADER) + " |",
+             "|" + "---|" * len(SUMMARY_HEADER)]
+    for r in doc["results"]:
+        cells = summary_cells(r)
+        cells[0], cells[-1] = f"`{cells[0]}`", f"**{cells[-1]}**"
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## What was read", "",
+              f"- responses: {doc['n_texts']:,}; tokens read: {doc['n_tokens']:,}",
+              f"- tuples scored (first key): {doc['n_scored']:,}; dropped: "
+              + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in doc["dropped"].items()),
+              f"- records skipped as invalid: {doc['skipped']['count']:,}; failed requests in evidence: "
+              f"{doc['failed_requests']:,}"]
+    if doc["window_filter_windows"] is not None:
+        lines.append(f"- window filter from served outputs: {doc['window_filter_windows']:,} windows")
+    lines += ["", "## Inputs", ""]
+    for f in doc["inputs"]["suspect"] + doc["inputs"]["served"]:
+        lines.append(f"- `{f['path']}` ({f['format']}, {f['records']:,} records) sha256 `{f['sha256']}`")
+    tok = doc["inputs"]["tokenizer"]
+    lines.append(f"- tokenizer `{tok['path']}` (vocabulary {tok['vocab_size']:,}) sha256 `{tok['sha256']}`")
+    if doc["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
+    lines += ["", "## Evidence by tokens read (first key)", "", "| tokens read | tuples | p-value | decoys 5%-95% |",
+              "|---|---|---|---|"]
+    traj = doc["trajectory"]
+    shown = sorted(set(range(0, len(traj), max(1, len(traj) // 12))) | {len(traj) - 1}) if traj else []
+    for p in (traj[i] for i in shown):
+        band = ("n/a" if p["decoy_low"] is None else
+                f"{format_pvalue(p['decoy_low'])} - {format_pvalue(p['decoy_high'])}")
+        lines.append(f"| {p['tokens_read']:,} | {p['n_scored']:,} | {format_pvalue(p['log10_pvalue'])} | {band} |")
+    lines += ["", "## Most fingerprinted responses (first key; for inspection, not a test)", "",
+              "| id | tokens | scored | p-value |", "|---|---|---|---|"]
+    for x in top_responses(doc):
+        lines.append(f"| {x['id']} | {x['n_tokens']} | {x['n_scored']} | {format_pvalue(x['log10_pvalue'])} |")
+    lines += ["", "## Method", ""] + [f"- {m}" for m in methods_text(doc)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,474 @@
+"""Null distributions as objects: one per statistic, each exact (or provably conservative).
+
+A :class:`NullModel` is the distribution under H0 ("the text is independent of the key") of one
+statistic -- the total score over a fixed set of scored items -- and knows everything the
+verification needs from it: log-space tail probabilities, randomized p-values (exactly U(0, 1)
+under H0, also for discrete statistics), the effect with its interval, the Bayes factor, the null
+of a prefix of the items (trajectories), and the smallest effect the data could detect.
+
+Schemes name their null (:meth:`fingerprint.schemes.Scheme.null`); nothing else needs to know
+which scheme produced the scores.
+
+=========================  ==============================================================
+:class:`BinomialNull`      total of ``trials_per_item`` Bernoulli(p) flags per item (green
+                           flags; tournament g-bits): P[Binom(n * m, p) >= total]
+:class:`GammaNull`         sum of n Exp(1) scores (Gumbel): P[Gamma(n, 1) >= total]
+:class:`ShiftNull`         SynthID's total over a random key's shifts: the depth-fold
+                           convolution of the shift histogram (exact over the key space)
+:class:`WeightedBernoulliNull`  sum of fixed weights times Bernoulli(p) flags (logprob
+                           statistic), Lugannani-Rice saddlepoint tail
+:class:`WeightedExponentialNull`  sum of fixed weights times Exp(1) scores (saddlepoint)
+=========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import numpy as np
+from scipy import integrate, special, stats
+
+from ..errors import ParameterError
+from .bayes import log10_bayes_factor_binomial, log10_bayes_factor_gamma
+from .exact import (Effect, TestResult, binomial_test, check_confidence_level, gamma_test,
+                    log10_binomial_sf_array, log10_gamma_sf_array)
+from .saddlepoint import weighted_bernoulli_test, weighted_exponential_test
+
+__all__ = ["NullModel", "BinomialNull", "GammaNull", "ShiftNull", "WeightedBernoulliNull",
+           "WeightedExponentialNull"]
+
+_TINY_LOG10 = math.log10(np.finfo(float).tiny)
+
+
+class NullModel(abc.ABC):
+    """The distribution under H0 of the total score over ``n_items`` scored items.
+
+    Attributes
+    ----------
+    test_name:
+        What the test is called in reports (``"binomial"``, ``"gamma"``, ...).
+    n_items:
+        Scored items (distinct tuples or windows).
+    n_trials:
+        What ``null_rate`` is a rate per: items times trials per item (g-bits), or the
+        weight mass for weighted statistics.
+    null_rate:
+        Expected total per trial under H0 (gamma, 1/2, or 1 for a mean score).
+    effect_prior_default:
+        Upper end of the default uniform prior over the effect under H1.
+    """
+
+    test_name: str
+    n_items: int
+    n_trials: float
+    null_rate: float
+    effect_prior_default: float
+
+    @abc.abstractmethod
+    def log10_sf(self, totals: np.ndarray) -> np.ndarray:
+        """log10 P[T >= t] for each total ``(r,)`` -> ``(r,)``; finite far below 1e-300."""
+
+    @abc.abstractmethod
+    def randomized_pvalues(self, totals: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """``P[T > t] + u P[T = t]`` for each total, ``(r,)``: exactly U(0, 1) under H0 for
+        ``u ~ U(0, 1)`` (the tail itself for continuous statistics)."""
+
+    @abc.abstractmethod
+    def effect(self, total: float, *, confidence_level: float = 0.95) -> Effect:
+        """Observed rate per trial minus ``null_rate``, with its interval."""
+
+    @abc.abstractmethod
+    def log10_bayes_factor(self, total: float, effect_max: float | None = None) -> float:
+        """log10 Bayes factor of H1 "effect ~ Uniform(0, effect_max)" against H0."""
+
+    @abc.abstractmethod
+    def prefix(self, m: int) -> "NullModel":
+        """The null of the first ``m`` items (in corpus order), for trajectories."""
+
+    def log10_sf_prefixes(self, totals: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """log10 P[T_m >= t] for pairs (total, prefix size m), ``(r,)`` each."""
+        return np.array([float(self.prefix(int(m)).log10_sf(np.array([t]))[0]) for t, m in zip(totals, sizes)])
+
+    def test(self, total: float, *, confidence_level: float = 0.95) -> TestResult:
+        """The exact one-sided test of H0 for the observed ``total``."""
+        check_confidence_level(confidence_level)
+        log10_p = float(self.log10_sf(np.array([float(total)]))[0])
+        return TestResult(self.test_name, float(total), self.n_items, self.null_rate, min(0.0, log10_p),
+                          self.effect(total, confidence_level=confidence_level))
+
+    # ---- what the data could detect -----------------------------------------------------
+    def _total_range(self) -> tuple[float, float]:
+        """Totals between which the critical value is searched."""
+        return 0.0, float(self.n_trials)
+
+    def critical_total(self, log10_alpha: float) -> float:
+        """Smallest total whose tail is at most ``alpha`` (``inf`` when none is reachable)."""
+        lo, hi = self._total_range()
+        if float(self.log10_sf(np.array([hi]))[0]) > log10_alpha:
+            return math.inf
+        if float(self.log10_sf(np.array([lo]))[0]) <= log10_alpha:
+            return lo
+        for _ in range(80):  # bisection: lo fails, hi passes
+            mid = 0.5 * (lo + hi)
+            if self._discrete:
+                mid = math.floor(mid)
+                if mid <= lo:
+                    break
+            if float(self.log10_sf(np.array([mid]))[0]) <= log10_alpha:
+                hi = mid
+            else:
+                lo = mid
+            if not self._discrete and hi - lo <= 1e-9 * max(1.0, hi):
+                break
+            if self._discrete and hi - lo <= 1:
+                break
+        return hi
+
+    _discrete: bool = True
+
+    def min_detectable_effect(self, log10_alpha: float) -> float:
+        """The smallest effect (rate per trial above ``null_rate``) whose expected total would
+        reach ``alpha``: ``critical_total / n_trials - null_rate``; ``inf`` when unreachable."""
+        if self.n_items == 0 or self.n_trials <= 0:
+            return math.inf
+        crit = self.critical_total(log10_alpha)
+        return crit / self.n_trials - self.null_rate if math.isfinite(crit) else math.inf
+
+    def items_needed(self, effect: float, log10_alpha: float) -> float:
+        """About how many items (of the same kind) are needed to detect ``effect`` at alpha; by
+        default scaled from this null's minimum detectable effect (which falls as 1/sqrt(n))."""
+        mde = self.min_detectable_effect(log10_alpha)
+        if self.n_items == 0:
+            return math.inf
+        if not math.isfinite(mde):
+            mde = 1.0
+        return float(math.ceil(self.n_items * max(1.0, (mde / effect) ** 2)))
+
+
+class BinomialNull(NullModel):
+    """``trials_per_item`` independent Bernoulli(``p``) flags per item: the total is
+    Binom(n_items * trials_per_item, p). Green flags (m = 1) and tournament g-bits (m layers)."""
+
+    test_name = "binomial"
+
+    def __init__(self, n_items: int, p: float, trials_per_item: int = 1) -> None:
+        if not 0 < p < 1:
+            raise ParameterError(f"p must be in (0, 1), got {p!r}")
+        self.n_items = int(n_items)
+        self.p = float(p)
+        self.trials_per_item = int(trials_per_item)
+        self.n_trials = self.n_items * self.trials_per_item
+        self.null_rate = self.p
+        self.effect_prior_default = min(0.1, 1.0 - self.p)
+
+    def __repr__(self) -> str:
+        return f"BinomialNull(n_items={self.n_items}, p={self.p}, trials_per_item={self.trials_per_item})"
+
+    def log10_sf(self, totals: np.ndarray) -> np.ndarray:
+        return log10_binomial_sf_array(np.rint(np.asarray(totals, dtype=np.float64)), self.n_trials, self.p)
+
+    def log10_sf_prefixes(self, totals: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        return log10_binomial_sf_array(np.rint(np.asarray(totals, dtype=np.float64)),
+                                       np.asarray(sizes) * self.trials_per_item, self.p)
+
+    def randomized_pvalues(self, totals: np.ndarray, u: np.ndarray) -> np.ndarray:
+        k = np.rint(np.asarray(totals, dtype=np.float64))
+        return stats.binom.sf(k, self.n_trials, self.p) + u * stats.binom.pmf(k, self.n_trials, self.p)
+
+    def effect(self, total: float, *, confidence_level: float = 0.95) -> Effect:
+        return self.test(total, confidence_level=confidence_level).effect
+
+    def test(self, total: float, *, confidence_level: float = 0.95) -> TestResult:
+        return binomial_test(int(round(total)), self.n_trials, self.p, confidence_level=confidence_level)
+
+    def log10_bayes_factor(self, total: float, effect_max: float | None = None) -> float:
+        e = self.effect_prior_default if effect_max is None else effect_max
+        return log10_bayes_factor_binomial(int(round(total)), self.n_trials, self.p, e)
+
+    def prefix(self, m: int) -> "BinomialNull":
+        return BinomialNull(m, self.p, self.trials_per_item)
+
+    def items_needed(self, effect: float, log10_alpha: float) -> float:
+        """Smallest item count whose minimum detectable effect is at most ``effect`` (exact search)."""
+        if effect <= 0:
+            return math.inf
+        if self.prefix(1 << 40).min_detectable_effect(log10_alpha) > effect:
+            return math.inf
+        lo, hi = 0, 1
+        while self.prefix(hi).min_detectable_effect(log10_alpha) > effect:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.prefix(mid).min_detectable_effect(log10_alpha) > effect:
+                lo = mid
+            else:
+                hi = mid
+        return float(hi)
+
+
+class GammaNull(NullModel):
+    """The sum of ``n_items`` independent Exp(1) scores: Gamma(n, 1) (Gumbel-max scores)."""
+
+    test_name = "gamma"
+    _discrete = False
+    effect_prior_default = 0.5
+    null_rate = 1.0
+
+    def __init__(self, n_items: int) -> None:
+        self.n_items = int(n_items)
+        self.n_trials = self.n_items
+
+    def __repr__(self) -> str:
+        return f"GammaNull(n_items={self.n_items})"
+
+    def log10_sf(self, totals: np.ndarray) -> np.ndarray:
+        return log10_gamma_sf_array(np.asarray(totals, dtype=np.float64), self.n_items)
+
+    def log10_sf_prefixes(self, totals: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        return log10_gamma_sf_array(np.asarray(totals, dtype=np.float64), np.asarray(sizes))
+
+    def randomized_pvalues(self, totals: np.ndarray, u: np.ndarray) -> np.ndarray:
+        t = np.asarray(totals, dtype=np.float64)
+        if self.n_items == 0:
+            return np.asarray(u, dtype=np.float64) * np.ones_like(t)
+        return special.gammaincc(self.n_items, t)
+
+    def effect(self, total: float, *, confidence_level: float = 0.95) -> Effect:
+        return self.test(total, confidence_level=confidence_level).effect
+
+    def test(self, total: float, *, confidence_level: float = 0.95) -> TestResult:
+        return gamma_test(float(total), self.n_items, confidence_level=confidence_level)
+
+    def log10_bayes_factor(self, total: float, effect_max: float | None = None) -> float:
+        e = self.effect_prior_default if effect_max is None else effect_max
+        return log10_bayes_factor_gamma(float(total), self.n_items, e)
+
+    def prefix(self, m: int) -> "GammaNull":
+        return GammaNull(m)
+
+    def _total_range(self) -> tuple[float, float]:
+        hi = max(1.0, 2.0 * self.n_items)
+        while float(self.log10_sf(np.array([hi]))[0]) > -400:
+            hi *= 2
+        return 0.0, hi
+
+    def items_needed(self, effect: float, log10_alpha: float) -> float:
+        if effect <= 0:
+            return math.inf
+        lo, hi = 0, 1
+        while GammaNull(hi).min_detectable_effect(log10_alpha) > effect:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if GammaNull(mid).min_detectable_effect(log10_alpha) > effect:
+                lo = mid
+            else:
+                hi = mid
+        return float(hi)
+
+
+class ShiftNull(NullModel):
+    """Exact null of a total ``T = sum_d C(k_d)`` over ``depth`` independent uniform shifts ``k_d``,
+    with ``C(k) = sum_{u in units} G(u + k mod N)`` (SynthID's g-values over a power-of-two table).
+
+    ``units``: ``(s,)`` distinct values in ``[0, N)``, in corpus order; ``shift_g``: ``(N,)`` the
+    0/1 value of each position; ``depth``: number of keys. ``n_trials`` (g-bits) = ``s * depth``.
+    The histogram of ``C`` over all ``N`` shifts comes from one FFT cross-correlation; its
+    depth-fold convolution is direct, so tails keep their relative precision. The smallest
+    reachable p-value is ``N ** -depth``.
+    """
+
+    test_name = "synthid-shift"
+    effect_prior_default = 0.1
+
+    def __init__(self, units: np.ndarray, shift_g: np.ndarray, depth: int) -> None:
+        size = shift_g.size
+        self.units = np.asarray(units, dtype=np.int64)
+        self.shift_g = shift_g
+        self.n_items = int(self.units.size)
+        self.depth = int(depth)
+        self.n_trials = self.n_items * self.depth
+        indicator = np.zeros(size)
+        indicator[self.units] = 1.0
+        corr = np.fft.irfft(np.conj(np.fft.rfft(indicator)) * np.fft.rfft(shift_g.astype(np.float64)), n=size)
+        self.correlation = np.rint(corr).astype(np.int64)  # C(k) for every shift k, (N,)
+        low = int(self.correlation.min())
+        single = np.bincount(self.correlation - low) / size
+        pmf = np.ones(1)
+        for _ in range(self.depth):
+            pmf = np.convolve(pmf, single)
+        self.offset = low * self.depth
+        self.pmf = pmf  # P[T = offset + j]
+        self.sf = np.cumsum(pmf[::-1])[::-1]  # P[T >= offset + j]
+        self.null_mean = float(self.correlation.mean()) * self.depth
+        self.null_rate = self.null_mean / self.n_trials if self.n_trials else 0.5
+
+    def __repr__(self) -> str:
+        return f"ShiftNull(n_items={self.n_items}, depth={self.depth}, table={self.shift_g.size})"
+
+    def log10_sf(self, totals: np.ndarray) -> np.ndarray:
+        j = np.rint(np.asarray(totals, dtype=np.float64)).astype(np.int64) - self.offset
+        out = np.zeros(j.shape)
+        inside = (j > 0) & (j < self.sf.size)
+        with np.errstate(divide="ignore"):
+            out[inside] = np.log10(np.maximum(self.sf[j[inside]], np.finfo(float).tiny))
+        out[j >= self.sf.size] = _TINY_LOG10
+        return np.minimum(out, 0.0)
+
+    def randomized_pvalues(self, totals: np.ndarray, u: np.ndarray) -> np.ndarray:
+        j = np.rint(np.asarray(totals, dtype=np.float64)).astype(np.int64) - self.offset
+        j = np.clip(j, 0, self.pmf.size - 1)
+        return self.sf[j] - self.pmf[j] + u * self.pmf[j]
+
+    def effect(self, total: float, *, confidence_level: float = 0.95) -> Effect:
+        check_confidence_level(confidence_level)
+        if self.n_trials == 0:
+            return Effect(math.nan, math.nan, math.nan, confidence_level, "clopper-pearson")
+        ci = stats.binomtest(int(round(total)), self.n_trials, 0.5).proportion_ci(
+            confidence_level=confidence_level, method="exact")
+        rate = self.null_rate
+        return Effect(total / self.n_trials - rate, ci.low - rate, ci.high - rate, confidence_level,
+                      "clopper-pearson (descriptive: g-bits of one unit are not independent)")
+
+    def test(self, total: float, *, confidence_level: float = 0.95) -> TestResult:
+        log10_p = float(self.log10_sf(np.array([total]))[0])
+        return TestResult(self.test_name, float(total), self.n_trials, self.null_rate, log10_p,
+                          self.effect(total, confidence_level=confidence_level))
+
+    def log10_bayes_factor(self, total: float, effect_max: float | None = None) -> float:
+        """Models the g-bits as independent Bernoulli(1/2) under H0 and H1 (descriptive)."""
+        e = self.effect_prior_default if effect_max is None else effect_max
+        return log10_bayes_factor_binomial(int(round(total)), self.n_trials, 0.5, e)
+
+    def prefix(self, m: int) -> "ShiftNull":
+        return ShiftNull(self.units[:m], self.shift_g, self.depth)
+
+    def _total_range(self) -> tuple[float, float]:
+        return float(self.offset), float(self.offset + self.sf.size - 1)
+
+
+class _WeightedNull(NullModel):
+    """Common part of the weighted-sum nulls: fixed non-negative weights ``(n,)``, one per item."""
+
+    _discrete = False
+
+    def __init__(self, weights: np.ndarray) -> None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim != 1 or (w.size and (not np.isfinite(w).all() or w.min() < 0)):
+            raise ParameterError("weights must be a 1-D array of finite non-negative numbers")
+        self.weights = w
+        self.n_items = int(w.size)
+
+    @property
+    def mass(self) -> float:
+        return float(self.weights.sum())
+
+    def randomized_pvalues(self, totals: np.ndarray, u: np.ndarray) -> np.ndarray:
+        # continuous to the saddlepoint's accuracy: the tail itself
+        return 10.0 ** self.log10_sf(totals)
+
+    @abc.abstractmethod
+    def _moments(self, rate: float) -> tuple[float, float]:
+        """Mean and variance of the total when the per-trial rate is ``rate``."""
+
+    def effect(self, total: float, *, confidence_level: float = 0.95) -> Effect:
+        check_confidence_level(confidence_level)
+        if self.n_trials <= 0:
+            return Effect(math.nan, math.nan, math.nan, confidence_level, "normal (weighted mass; descriptive)")
+        value = total / self.n_trials - self.null_rate
+        _, var = self._moments(self.null_rate)
+        half = float(stats.norm.ppf(0.5 + confidence_level / 2)) * math.sqrt(var) / self.n_trials
+        return Effect(value, value - half, value + half, confidence_level, "normal (weighted mass; descriptive)")
+
+    def log10_bayes_factor(self, total: float, effect_max: float | None = None) -> float:
+        """Normal approximation of the total's likelihood at each rate, integrated over the prior
+        (descriptive; the p-value is the exact statistic)."""
+        e_max = self.effect_prior_default if effect_max is None else effect_max
+        if self.n_trials <= 0 or not e_max > 0:
+            return 0.0
+
+        def loglik(rate: float) -> float:
+            mean, var = self._moments(rate)
+            return float(stats.norm.logpdf(total, mean, math.sqrt(max(var, 1e-300))))
+
+        l0 = loglik(self.null_rate)
+        grid = np.linspace(0.0, e_max, 257)
+        ll = np.array([loglik(self.null_rate + e) for e in grid]) - l0
+        top = ll.max()
+        avg = integrate.trapezoid(np.exp(ll - top), grid) / e_max
+        return float((top + math.log(max(avg, 1e-300))) / math.log(10))
+
+    def _total_range(self) -> tuple[float, float]:
+        mean, _ = self._moments(self.null_rate)
+        return mean, self._top()
+
+    @abc.abstractmethod
+    def _top(self) -> float: ...
+
+
+class WeightedBernoulliNull(_WeightedNull):
+    """``sum_i w_i B_i`` with ``multiplicity`` independent Bernoulli(p) per weight (the logprob
+    statistic of green-list and tournament schemes); tail by the Lugannani-Rice saddlepoint."""
+
+    test_name = "weighted-bernoulli-saddlepoint"
+
+    def __init__(self, weights: np.ndarray, p: float, multiplicity: int = 1) -> None:
+        super().__init__(weights)
+        if not 0 < p < 1:
+            raise ParameterError(f"p must be in (0, 1), got {p!r}")
+        self.p = float(p)
+        self.multiplicity = int(multiplicity)
+        self.n_trials = self.multiplicity * self.mass
+        self.null_rate = self.p
+        self.effect_prior_default = min(0.1, 1.0 - self.p)
+
+    def __repr__(self) -> str:
+        return f"WeightedBernoulliNull(n_items={self.n_items}, p={self.p}, multiplicity={self.multiplicity})"
+
+    def log10_sf(self, totals: np.ndarray) -> np.ndarray:
+        return np.array([min(0.0, weighted_bernoulli_test(float(t), self.weights, self.p,
+                                                          multiplicity=self.multiplicity))
+                         for t in np.atleast_1d(np.asarray(totals, dtype=np.float64))])
+
+    def _moments(self, rate: float) -> tuple[float, float]:
+        rate = min(max(rate, 0.0), 1.0)
+        return (self.multiplicity * rate * self.mass,
+                self.multiplicity * rate * (1 - rate) * float((self.weights ** 2).sum()))
+
+    def _top(self) -> float:
+        return self.multiplicity * self.mass
+
+    def prefix(self, m: int) -> "WeightedBernoulliNull":
+        return WeightedBernoulliNull(self.weights[:m], self.p, self.multiplicity)
+
+
+class WeightedExponentialNull(_WeightedNull):
+    """``sum_i w_i E_i`` with E_i independent Exp(1) (the logprob statistic of Gumbel schemes)."""
+
+    test_name = "weighted-exponential-saddlepoint"
+    null_rate = 1.0
+    effect_prior_default = 0.5
+
+    def __init__(self, weights: np.ndarray) -> None:
+        super().__init__(weights)
+        self.n_trials = self.mass
+
+    def __repr__(self) -> str:
+        return f"WeightedExponentialNull(n_items={self.n_items})"
+
+    def log10_sf(self, totals: np.ndarray) -> np.ndarray:
+        return np.array([min(0.0, weighted_exponential_test(float(t), self.weights))
+                         for t in np.atleast_1d(np.asarray(totals, dtype=np.float64))])
+
+    def _moments(self, rate: float) -> tuple[float, float]:
+        return rate * self.mass, rate * rate * float((self.weights ** 2).sum())
+
+    def _top(self) -> float:
+        hi = max(1.0, 4.0 * self.mass)
+        while float(self.log10_sf(np.array([hi]))[0]) > -400 and hi < 1e12:
+            hi *= 2
+        return hi
+
+    def prefix(self, m: int) -> "WeightedExponentialNull":
+        return WeightedExponentialNull(self.weights[:m])

@@ -1,0 +1,65 @@
+"""From tests to verdicts: Holm over the keys of a run, the decoy check, and whether the data
+could have detected anything at all."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..stats import holm
+from .result import (VERDICT_DETECTED, VERDICT_INCONCLUSIVE, VERDICT_INSUFFICIENT, VERDICT_NOT_DETECTED,
+                     DecoySummary, Sufficiency)
+
+__all__ = ["adjust", "verdict_of", "mde_log10_alpha"]
+
+
+def adjust(log10_pvalues: Sequence[float]) -> tuple[np.ndarray, bool]:
+    """Holm-adjusted log10 p-values of the keys of one run ``(m,)``, and whether Holm applied
+    (it does for more than one key)."""
+    lp = np.asarray(log10_pvalues, dtype=np.float64)
+    if lp.size > 1:
+        return holm(lp), True
+    return lp, False
+
+
+def mde_log10_alpha(alpha: float, n_keys: int) -> float:
+    """The level at which one key's data must be able to detect: alpha / m (Holm's first step,
+    the most any key can be tested at)."""
+    return math.log10(alpha) - math.log10(max(1, n_keys))
+
+
+def _fmt_effect(x: float) -> str:
+    return "any" if not math.isfinite(x) else f"{x:.3g}"
+
+
+def verdict_of(adjusted_log10_pvalue: float, alpha: float, decoys: DecoySummary | None,
+               sufficiency: Sufficiency, *, item_name: str = "tuples") -> tuple[str, str]:
+    """The verdict of one key and a sentence giving the reason.
+
+    * ``inconclusive`` when the decoys' p-values are not uniform (the theoretical null may not
+      hold for this input, so neither a finding nor its absence is trusted);
+    * ``detected`` when the (Holm-adjusted) p-value is at most alpha;
+    * ``insufficient data`` when it is not, and the data could not have detected an effect as
+      large as the one the verdict is about (``sufficiency.target_effect``);
+    * ``not detected`` otherwise.
+    """
+    log10_alpha = math.log10(alpha)
+    if decoys is not None and not decoys.passed:
+        return VERDICT_INCONCLUSIVE, (f"the decoy keys' p-values are not uniform (KS p = {decoys.ks_pvalue:.2g}): "
+                                      f"the theoretical null may not hold for this input (heavy repetition, "
+                                      f"tokenizer mismatch?)")
+    if adjusted_log10_pvalue <= log10_alpha:
+        return VERDICT_DETECTED, f"p-value at or below alpha = {alpha:g}"
+    if not sufficiency.sufficient:
+        need = sufficiency.items_needed
+        need_s = f"about {need:,.0f}" if math.isfinite(need) else "more"
+        return VERDICT_INSUFFICIENT, (f"not enough {item_name} to detect an effect of "
+                                      f"{_fmt_effect(sufficiency.target_effect)} at alpha = {alpha:g}: the smallest "
+                                      f"detectable effect here is {_fmt_effect(sufficiency.min_detectable_effect)}; "
+                                      f"{need_s} {item_name} are needed")
+    return VERDICT_NOT_DETECTED, (f"p-value above alpha = {alpha:g}, and the data could have detected an effect "
+                                  f"of {_fmt_effect(sufficiency.min_detectable_effect)} or more")
+
+

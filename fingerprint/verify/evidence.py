@@ -1,0 +1,210 @@
+"""Mergeable evidence: the distinct surviving items of a corpus (or of one shard of it).
+
+An :class:`Evidence` holds what the exact test depends on -- the items that survived the
+key-independent selection rules, each once, with their global position in the corpus -- and
+counts of what each rule dropped. It never holds a score: scoring needs a key and happens in
+:func:`fingerprint.verify.pipeline.verify_evidence`.
+
+Shards of one corpus (contiguous ranges of its texts, numbered by ``text_start`` and
+``token_start``) give evidence objects that :func:`merge` combines. ``merge`` is associative and
+commutative and keeps de-duplication global: an item survives when its position is the first
+position of its de-duplication id anywhere in the corpus, exactly as in one pass, so
+``verify_evidence(merge(shards))`` equals the single-process result bit for bit (same counts,
+same p-values). Prompt exclusion is per exchange, so it is shard-local; a window filter is a
+global set given to every shard.
+
+Modes: ``text`` (the suspect's sampled tokens: items are (window, token) tuples, de-duplicated
+on the tuple), ``logprobs`` (the suspect's top-k candidates at each distinct window: items are
+(window, candidate) with a weight, de-duplicated on the window: all candidates of a window's
+first position are kept) and ``reading`` (the suspect's top-1 prediction on fed texts, de-duplicated
+on the (window, prediction) pair).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ParameterError, TokenError
+from ..prf import encode_tuples
+from ..windows import WindowFilter, first_occurrence_mask, select_tuples, tuple_table
+
+__all__ = ["Evidence", "ItemCounts", "merge", "text_evidence", "keep_first_positions", "DUPLICATE_RULE", "MODES"]
+
+MODES = ("text", "logprobs", "reading")
+
+#: The drop rule that de-duplication counts under, per mode.
+DUPLICATE_RULE = {"text": "duplicate_tuple", "logprobs": "duplicate_window_items", "reading": "duplicate_pair"}
+
+
+@dataclass(frozen=True)
+class ItemCounts:
+    """What happened to the tokens (or items) read: ``tokens_read``, ``scored`` items, and the
+    number each rule dropped (``dropped``, rule name -> count, in the order the rules apply)."""
+
+    tokens_read: int
+    scored: int
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int]:
+        """The drop counts, rule name -> count."""
+        return dict(self.dropped)
+
+    def with_duplicates(self, rule: str, extra: int) -> "ItemCounts":
+        """These counts after ``extra`` more items were dropped as duplicates under ``rule``."""
+        dropped = dict(self.dropped)
+        dropped[rule] = dropped.get(rule, 0) + extra
+        return ItemCounts(self.tokens_read, self.scored - extra, dropped)
+
+
+@dataclass(frozen=True, eq=False)
+class Evidence:
+    """Distinct surviving items of a corpus or shard, for one context width.
+
+    Attributes
+    ----------
+    mode:
+        ``"text"``, ``"logprobs"`` or ``"reading"``.
+    context_width, vocab_size:
+        ``h`` and the id range the items were checked against.
+    blocks:
+        ``(n, k, 4)`` uint32, the items laid out by :func:`fingerprint.prf.encode_tuples`.
+    dedup_ids:
+        ``(n,)`` uint64, the key-independent id each item is de-duplicated on.
+    positions:
+        ``(n,)`` int64, global position of the item's token (tokens read before it, corpus-wide);
+        non-decreasing.
+    text_index:
+        ``(n,)`` int64, global index of the item's text.
+    weights:
+        ``(n,)`` float64 weights of a weighted statistic (logprobs), or ``None``.
+    counts:
+        :class:`ItemCounts` of this shard.
+    text_ids:
+        Ids of the shard's texts, in order; ``text_tokens`` ``(T,)`` their token counts;
+        ``text_numbers`` ``(T,)`` their global indices.
+    text_start, token_start:
+        Global index of the shard's first text and token.
+    """
+
+    mode: str
+    context_width: int
+    vocab_size: int
+    blocks: np.ndarray
+    dedup_ids: np.ndarray
+    positions: np.ndarray
+    text_index: np.ndarray
+    weights: np.ndarray | None
+    counts: ItemCounts
+    text_ids: tuple[str, ...]
+    text_tokens: np.ndarray
+    text_numbers: np.ndarray
+    text_start: int = 0
+    token_start: int = 0
+
+    def __len__(self) -> int:
+        return int(self.positions.size)
+
+    @property
+    def n_texts(self) -> int:
+        return len(self.text_ids)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.counts.tokens_read)
+
+    @property
+    def duplicate_rule(self) -> str:
+        return DUPLICATE_RULE[self.mode]
+
+
+def keep_first_positions(ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``(n,)`` bool: items at the first position of their id; items come sorted by position,
+    and all items of one position share their fate (one position, one window)."""
+    if ids.size == 0:
+        return np.zeros(0, dtype=bool)
+    starts = np.flatnonzero(np.concatenate(([True], positions[1:] != positions[:-1])))
+    if starts.size == ids.size:
+        return first_occurrence_mask(ids)
+    # several items per position (logprob candidates): one representative id per position group
+    # is not enough (candidates differ), so find the first position of each id directly
+    order = np.lexsort((positions, ids))
+    s_ids = ids[order]
+    head = np.concatenate(([True], s_ids[1:] != s_ids[:-1]))
+    first_pos = np.repeat(positions[order][head], np.diff(np.append(np.flatnonzero(head), ids.size)))
+    keep = np.empty(ids.size, dtype=bool)
+    keep[order] = positions[order] == first_pos
+    return keep
+
+
+def text_evidence(tokens: np.ndarray, offsets: np.ndarray, *, context_width: int, vocab_size: int,
+                  prompt_tokens: np.ndarray | None = None, prompt_offsets: np.ndarray | None = None,
+                  window_filter: WindowFilter | None = None, text_ids: list[str] | None = None,
+                  text_start: int = 0, token_start: int = 0) -> Evidence:
+    """Evidence of the suspect's text (``mode="text"``).
+
+    ``tokens`` ``(N,)`` and ``offsets`` ``(T + 1,)``: the responses; ``prompt_tokens`` ``(M,)`` with
+    ``prompt_offsets`` ``(T + 1,)``: their prompts (windows seen there are not scored);
+    ``window_filter``: score only windows in this set (the owner's served outputs);
+    ``text_start``/``token_start``: where this shard begins in the whole corpus.
+    """
+    table = tuple_table(tokens, offsets, context_width, vocab_size=vocab_size)
+    sel = select_tuples(table, prompt_tokens=prompt_tokens, prompt_offsets=prompt_offsets,
+                        window_filter=window_filter)
+    c = sel.counts
+    ids = tuple(text_ids) if text_ids is not None else tuple(str(text_start + i) for i in range(table.n_texts))
+    if len(ids) != table.n_texts:
+        raise TokenError(f"got {len(ids)} text ids for {table.n_texts} texts")
+    counts = ItemCounts(c.tokens_read, c.scored, {"no_full_window": c.no_full_window, "prompt_window": c.prompt_window,
+                                                  "window_filter": c.window_filter, "duplicate_tuple": c.duplicate_tuple})
+    return Evidence("text", int(context_width), int(vocab_size),
+                    encode_tuples(table.windows(sel.mask), table.next_tokens(sel.mask)),
+                    table.tuple_ids[sel.mask], table.positions[sel.mask] + int(token_start),
+                    table.text_index[sel.mask] + int(text_start), None, counts, ids,
+                    np.diff(table.offsets), np.arange(table.n_texts, dtype=np.int64) + int(text_start),
+                    int(text_start), int(token_start))
+
+
+def merge(*shards: Evidence) -> Evidence:
+    """Combine the evidence of disjoint shards of one corpus (any order, any grouping).
+
+    The result is what one pass over the whole corpus gives: items de-duplicated globally (first
+    position wins), drop counts added, the extra duplicates counted under the mode's rule.
+    """
+    if not shards:
+        raise ParameterError("merge needs at least one evidence object")
+    first = shards[0]
+    for s in shards[1:]:
+        if (s.mode, s.context_width, s.vocab_size) != (first.mode, first.context_width, first.vocab_size):
+            raise ParameterError(f"cannot merge evidence of mode {s.mode!r}, h={s.context_width}, V={s.vocab_size} "
+                                 f"with mode {first.mode!r}, h={first.context_width}, V={first.vocab_size}")
+        if (s.weights is None) != (first.weights is None):
+            raise ParameterError("cannot merge weighted with unweighted evidence")
+    ordered = sorted(shards, key=lambda s: (s.text_start, s.token_start))
+    for a, b in zip(ordered, ordered[1:]):
+        a_end = int(a.text_numbers[-1]) + 1 if a.n_texts else a.text_start
+        if b.text_start < a_end or b.token_start < a.token_start + a.n_tokens:
+            raise ParameterError(f"shards overlap: texts {a.text_start}..{a.text_start + a.n_texts - 1} and "
+                                 f"{b.text_start}..{b.text_start + b.n_texts - 1}")
+    if len(ordered) == 1:
+        return ordered[0]
+    blocks = np.concatenate([s.blocks for s in ordered])
+    ids = np.concatenate([s.dedup_ids for s in ordered])
+    pos = np.concatenate([s.positions for s in ordered])
+    text = np.concatenate([s.text_index for s in ordered])
+    weights = None if first.weights is None else np.concatenate([s.weights for s in ordered])  # type: ignore[misc]
+    keep = keep_first_positions(ids, pos)
+    dropped: dict[str, int] = {}
+    for s in ordered:
+        for rule, n in s.counts.dropped.items():
+            dropped[rule] = dropped.get(rule, 0) + n
+    rule = DUPLICATE_RULE[first.mode]
+    extra = int(keep.size - keep.sum())
+    dropped[rule] = dropped.get(rule, 0) + extra
+    counts = ItemCounts(sum(s.counts.tokens_read for s in ordered), int(keep.sum()), dropped)
+    return Evidence(first.mode, first.context_width, first.vocab_size, blocks[keep], ids[keep], pos[keep],
+                    text[keep], None if weights is None else weights[keep], counts,
+                    tuple(i for s in ordered for i in s.text_ids),
+                    np.concatenate([s.text_tokens for s in ordered]), np.concatenate([s.text_numbers for s in ordered]),
+                    ordered[0].text_start, ordered[0].token_start)

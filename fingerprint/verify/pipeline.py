@@ -1,0 +1,357 @@
+"""The verify pipeline, the one every caller uses: evidence -> scores -> null -> test -> verdict.
+
+For every key:
+
+1. the evidence for the key's context width (distinct surviving items: prompt windows excluded,
+   optional window filter, de-duplicated across the whole corpus; see :mod:`.evidence`) is built
+   once and shared by all keys of that width;
+2. the key scores the items (the scheme's own extra de-duplication applied, e.g. hf-kgw's
+   (seed, token)), and the scheme names the exact null of the statistic; one exact test runs
+   over the whole corpus;
+3. ``n_decoys`` decoy keys go through the same steps (an empirical null): their randomized
+   p-values must look uniform (Kolmogorov-Smirnov), else the verdict is ``inconclusive``;
+4. the Bayes factor and posterior, the minimum detectable effect (a verdict on too little data
+   is ``insufficient data``, never a bare ``not detected``), the trajectory of the p-value
+   against tokens read with the decoys' band, and per-response scores;
+5. several keys on one suspect are Holm-corrected.
+
+Nothing here prints: progress goes to an optional callback.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import stats
+
+from ..corpus import ExchangeSet
+from ..errors import InputError, ParameterError, TokenError
+from ..keys import FingerprintKey
+from ..schemes import Scheme
+from ..stats import NullModel, TestResult, posterior_probability
+from ..windows import WindowFilter
+from .decision import adjust, mde_log10_alpha, verdict_of
+from .evidence import Evidence, ItemCounts, text_evidence
+from .result import (BayesSummary, DecoySummary, KeyResult, ResponseScores, Sufficiency, TrajectoryPoint,
+                     VerifyOptions, VerifyResult)
+
+__all__ = ["verify", "verify_evidence", "verify_exchanges", "Progress"]
+
+Progress = Callable[[str], None]
+
+#: What the items of each mode are called in sentences.
+_ITEM_NAME = {"text": "distinct tuples", "logprobs": "scored candidates", "reading": "distinct pairs"}
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+def _as_keys(keys: FingerprintKey | Sequence[FingerprintKey]) -> list[FingerprintKey]:
+    out = [keys] if isinstance(keys, FingerprintKey) else list(keys)
+    if not out:
+        raise ParameterError("at least one key is needed")
+    for k in out:
+        if not isinstance(k, FingerprintKey):
+            raise ParameterError(f"keys must be FingerprintKey objects, got {type(k).__name__}")
+    return out
+
+
+def _trajectory_marks(n_tokens: int, points: int) -> np.ndarray:
+    if n_tokens <= 0:
+        return np.zeros(0, dtype=np.int64)
+    start = min(100, n_tokens)
+    marks = np.unique(np.geomspace(start, n_tokens, points).round().astype(np.int64))
+    marks[-1] = n_tokens
+    return marks
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """One key's view of the evidence: kept items, their (weighted) scores and the null."""
+
+    keep: np.ndarray | None  # (n,) bool of the evidence's items, None = all
+    scores: np.ndarray  # (n_kept,) float64, weights applied
+    null: NullModel
+
+
+def _score(scheme: Scheme, ev: Evidence, reuse: "_Scored | None" = None) -> _Scored:
+    raw = scheme.scores_of_blocks(ev.blocks).astype(np.float64)
+    keep = scheme.distinct_mask(ev.blocks) if len(ev) else None
+    if keep is not None and bool(keep.all()):
+        keep = None
+    blocks = ev.blocks if keep is None else ev.blocks[keep]
+    weights = ev.weights if (keep is None or ev.weights is None) else ev.weights[keep]
+    scores = raw if keep is None else raw[keep]
+    if weights is not None:
+        scores = scores * weights
+    same = reuse is not None and ((reuse.keep is None and keep is None) or (
+        reuse.keep is not None and keep is not None and np.array_equal(reuse.keep, keep)))
+    null = reuse.null if (same and reuse is not None) else scheme.null(int(scores.size), blocks=blocks,
+                                                                          weights=weights)
+    return _Scored(keep, scores, null)
+
+
+def _kept(arr: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    return arr if keep is None else arr[keep]
+
+
+def _trajectory(s: _Scored, positions: np.ndarray, marks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log10 p-values at each mark ``(M,)`` and the number of items read by then ``(M,)``."""
+    n_at = np.searchsorted(_kept(positions, s.keep), marks, side="left")
+    cum = np.concatenate(([0.0], np.cumsum(s.scores, dtype=np.float64)))
+    return s.null.log10_sf_prefixes(cum[n_at], n_at), n_at
+
+
+def _response_scores(scheme: Scheme, ev: Evidence, s: _Scored) -> ResponseScores:
+    n_texts = ev.n_texts
+    local = np.searchsorted(ev.text_numbers, _kept(ev.text_index, s.keep))
+    per_n = np.bincount(local, minlength=n_texts)
+    per_stat = np.bincount(local, weights=s.scores, minlength=n_texts)
+    if s.null.n_items == 0 or type(s.null).log10_sf_prefixes is not NullModel.log10_sf_prefixes:
+        per_log10 = s.null.log10_sf_prefixes(per_stat, per_n) if n_texts else np.zeros(0)
+    else:  # a null that depends on which items were scored: one per response
+        order = np.argsort(local, kind="stable")
+        bounds = np.concatenate(([0], np.cumsum(per_n)))
+        blocks = _kept(ev.blocks, s.keep)
+        weights = None if ev.weights is None else _kept(ev.weights, s.keep)
+        per_log10 = np.zeros(n_texts)
+        for i in np.flatnonzero(per_n):
+            idx = order[bounds[i]:bounds[i + 1]]
+            null = scheme.null(int(idx.size), blocks=blocks[idx], weights=None if weights is None else weights[idx])
+            per_log10[i] = float(null.log10_sf(per_stat[i:i + 1])[0])
+    return ResponseScores(ids=list(ev.text_ids), n_tokens=ev.text_tokens, n_scored=per_n, statistic=per_stat,
+                          log10_pvalue=per_log10)
+
+
+def _decoys(key: FingerprintKey, ev: Evidence, main: _Scored, test: TestResult, marks: np.ndarray,
+            options: VerifyOptions, say: Progress) -> tuple[DecoySummary | None, np.ndarray | None]:
+    k = options.n_decoys
+    if k == 0:
+        return None, None
+    say(f"decoys: {k} keys through the same pipeline")
+    log10 = np.empty(k)
+    randomized = np.empty(k)
+    effects = np.empty(k)
+    traj = np.empty((k, marks.size))
+    u = np.random.default_rng([options.decoy_seed, 0x6B73]).random(k)
+    for i, dkey in enumerate(key.decoys(k, seed=options.decoy_seed)):
+        d = _score(dkey.scheme_object(), ev, reuse=main)
+        total = float(d.scores.sum(dtype=np.float64))
+        log10[i] = float(d.null.log10_sf(np.array([total]))[0])
+        randomized[i] = float(d.null.randomized_pvalues(np.array([total]), u[i:i + 1])[0])
+        effects[i] = (total / d.null.n_trials - d.null.null_rate) if d.null.n_trials else math.nan
+        traj[i] = _trajectory(d, ev.positions, marks)[0]
+        if (i + 1) % 25 == 0 and i + 1 < k:
+            say(f"decoys: {i + 1}/{k}")
+    ks = float(stats.kstest(randomized, "uniform").pvalue) if main.null.n_items else 1.0
+    empirical = (1 + int((log10 <= test.log10_pvalue).sum())) / (k + 1)
+    finite = effects[np.isfinite(effects)]
+    summary = DecoySummary(k=k, seed=options.decoy_seed, empirical_pvalue=empirical, ks_pvalue=ks,
+                           passed=ks >= options.ks_threshold, log10_pvalue_mean=float(log10.mean()),
+                           log10_pvalue_sd=float(log10.std(ddof=1)) if k > 1 else 0.0,
+                           effect_mean=float(finite.mean()) if finite.size else math.nan,
+                           effect_sd=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+                           min_log10_pvalue=float(log10.min()))
+    return summary, traj
+
+
+def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_keys: int,
+                say: Progress) -> dict:
+    scheme = key.scheme_object()
+    say(f"scoring {len(ev):,} items with key {key.key_id[:12]} ({key.scheme})")
+    main = _score(scheme, ev)
+    counts = ev.counts
+    n = main.null.n_items
+    if n < counts.scored:
+        counts = counts.with_duplicates(ev.duplicate_rule, counts.scored - n)
+    total = float(main.scores.sum(dtype=np.float64))
+    test = main.null.test(total, confidence_level=options.confidence_level)
+
+    effect_max = options.effect_prior_max if options.effect_prior_max is not None else main.null.effect_prior_default
+    log10_bf = main.null.log10_bayes_factor(total, effect_max) if n else 0.0
+    bayes = BayesSummary(log10_bayes_factor=log10_bf,
+                         effect_prior=f"uniform(0, {effect_max:g}) on the excess over the null rate",
+                         effect_prior_max=effect_max, prior_probability=options.prior_probability,
+                         posterior=posterior_probability(log10_bf, options.prior_probability))
+    level = mde_log10_alpha(options.alpha, n_keys)
+    mde = main.null.min_detectable_effect(level)
+    sufficiency = Sufficiency(min_detectable_effect=mde, target_effect=effect_max,
+                              items_needed=main.null.items_needed(effect_max, level) if n else math.inf,
+                              sufficient=mde <= effect_max)
+
+    marks = _trajectory_marks(ev.n_tokens, options.trajectory_points)
+    traj_main, n_at = _trajectory(main, ev.positions, marks)
+    decoys, decoy_traj = _decoys(key, ev, main, test, marks, options, say)
+    trajectory = []
+    for j, mark in enumerate(marks):
+        if decoy_traj is not None:
+            lo, med, hi = np.quantile(decoy_traj[:, j], [0.05, 0.5, 0.95])
+        else:
+            lo = med = hi = math.nan
+        trajectory.append(TrajectoryPoint(int(mark), int(n_at[j]), float(traj_main[j]), float(lo), float(med),
+                                          float(hi)))
+    return {"key": key.to_public_dict(), "test": test, "counts": counts, "bayes": bayes, "sufficiency": sufficiency,
+            "decoys": decoys, "trajectory": trajectory, "responses": _response_scores(scheme, ev, main)}
+
+
+def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKey | Sequence[FingerprintKey], *,
+                    options: VerifyOptions = VerifyOptions(), notes: Sequence[str] = (),
+                    tokenizer_vocab_size: int | None = None, window_filter_size: int | None = None,
+                    progress: Progress | None = None) -> VerifyResult:
+    """Test evidence (one object per context width the keys use) for each key's fingerprint.
+
+    This is the pipeline's core: everything that builds evidence (token arrays, exchanges in
+    every access mode, merged shards) ends here.
+    """
+    options.validate()
+    say = progress or _quiet
+    key_list = _as_keys(keys)
+    ev_list = [evidence] if isinstance(evidence, Evidence) else list(evidence)
+    by_width: dict[int, Evidence] = {}
+    for ev in ev_list:
+        by_width.setdefault(ev.context_width, ev)
+    raws = []
+    for key in key_list:
+        scheme = key.scheme_object()
+        ev = by_width.get(scheme.context_width)
+        if ev is None:
+            raise ParameterError(f"no evidence for key {key.key_id[:12]}'s context width {scheme.context_width} "
+                                 f"(have {sorted(by_width)})")
+        if ev.mode != options.mode:
+            raise ParameterError(f"evidence of mode {ev.mode!r} given for options.mode {options.mode!r}")
+        if ev.vocab_size > key.vocab_size:
+            raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the evidence's "
+                             f"{ev.vocab_size}: wrong key or tokenizer")
+        raws.append(_key_result(key, ev, options, len(key_list), say))
+    adjusted, holm_applied = adjust([r["test"].log10_pvalue for r in raws])
+    out_notes = list(notes)
+    results = []
+    for raw, adj in zip(raws, adjusted):
+        verdict, reason = verdict_of(float(adj), options.alpha, raw["decoys"], raw["sufficiency"],
+                                     item_name=_ITEM_NAME[options.mode])
+        if verdict != "detected" and verdict != "not detected":
+            out_notes.append(f"key {raw['key']['key_id']}: {verdict}: {reason}")
+        results.append(KeyResult(key=raw["key"], mode=options.mode, test=raw["test"], holm_log10_pvalue=float(adj),
+                                 counts=raw["counts"], decoys=raw["decoys"], bayes=raw["bayes"],
+                                 sufficiency=raw["sufficiency"], trajectory=raw["trajectory"],
+                                 responses=raw["responses"], verdict=verdict, reason=reason))
+    first = by_width[next(iter(by_width))]
+    return VerifyResult(results=results, options=options, n_texts=first.n_texts, n_tokens=first.n_tokens,
+                        tokenizer_vocab_size=tokenizer_vocab_size, window_filter_size=window_filter_size,
+                        holm_applied=holm_applied, notes=out_notes)
+
+
+def _offsets_of(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    tokens = np.concatenate([np.asarray(a, dtype=np.int64) for a in arrays]) if arrays else np.zeros(0, np.int64)
+    offsets = np.concatenate(([0], np.cumsum([np.asarray(a).size for a in arrays]))).astype(np.int64)
+    return tokens, offsets
+
+
+def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None = None, *,
+           keys: FingerprintKey | Sequence[FingerprintKey],
+           prompt_tokens: np.ndarray | Sequence[np.ndarray] | None = None, prompt_offsets: np.ndarray | None = None,
+           served_tokens: np.ndarray | Sequence[np.ndarray] | None = None, served_offsets: np.ndarray | None = None,
+           text_ids: Sequence[str] | None = None, options: VerifyOptions = VerifyOptions(),
+           progress: Progress | None = None) -> VerifyResult:
+    """Verify a suspect's token ids against one or more keys (text mode).
+
+    Parameters
+    ----------
+    tokens, offsets:
+        The suspect's responses as flat ids ``(N,)`` with offsets ``(T + 1,)`` (text ``i`` is
+        ``tokens[offsets[i]:offsets[i + 1]]``), or a list of ``T`` id arrays (``offsets`` omitted).
+    keys:
+        A :class:`FingerprintKey` or several (Holm-corrected).
+    prompt_tokens, prompt_offsets:
+        The prompt of each response, laid out the same way (windows seen there are not scored).
+    served_tokens, served_offsets:
+        The owner's served outputs: score only windows seen there (the supervised setting).
+    text_ids:
+        Names of the responses in per-response scores (default ``"0"``, ``"1"``, ...).
+    """
+    if offsets is None:
+        if isinstance(tokens, np.ndarray) and tokens.ndim == 1 and np.issubdtype(tokens.dtype, np.integer):
+            raise TokenError("offsets are needed with a flat token array (or pass a list of arrays)")
+        tokens, offsets = _offsets_of(list(tokens))
+    if prompt_tokens is not None and prompt_offsets is None:
+        prompt_tokens, prompt_offsets = _offsets_of(list(prompt_tokens))
+    if served_tokens is not None and served_offsets is None:
+        served_tokens, served_offsets = _offsets_of(list(served_tokens))
+    options.validate()
+    if options.mode != "text":
+        raise ParameterError(f"verify() takes token ids (text mode); use verify_exchanges for mode {options.mode!r}")
+    key_list = _as_keys(keys)
+    say = progress or _quiet
+    evidence: dict[int, Evidence] = {}
+    filter_size = None
+    for key in key_list:
+        h = key.scheme_object().context_width
+        if h in evidence:
+            continue
+        wf = None
+        if served_tokens is not None:
+            wf = WindowFilter.from_tokens(np.asarray(served_tokens), np.asarray(served_offsets), h,
+                                          vocab_size=key.vocab_size)
+            filter_size = len(wf)
+        say(f"selecting tuples (h={h}): prompt exclusion, filter, de-duplication")
+        evidence[h] = text_evidence(np.asarray(tokens), np.asarray(offsets), context_width=h,
+                                    vocab_size=max(k.vocab_size for k in key_list),
+                                    prompt_tokens=None if prompt_tokens is None else np.asarray(prompt_tokens),
+                                    prompt_offsets=None if prompt_offsets is None else np.asarray(prompt_offsets),
+                                    window_filter=wf, text_ids=None if text_ids is None else list(text_ids))
+    return verify_evidence(list(evidence.values()), key_list, options=options, window_filter_size=filter_size,
+                           progress=say)
+
+
+def verify_exchanges(exchanges: ExchangeSet, tokenizer, keys: FingerprintKey | Sequence[FingerprintKey], *,
+                     options: VerifyOptions = VerifyOptions(), served: ExchangeSet | None = None,
+                     progress: Progress | None = None) -> VerifyResult:
+    """Verify suspect exchanges (read with :func:`fingerprint.read_exchanges`) in any mode.
+
+    ``tokenizer`` is the owner's (:func:`fingerprint.load_tokenizer`); ``served`` (text mode)
+    holds the owner's served outputs, whose windows restrict scoring.
+    """
+    from .access import access_evidence
+
+    options.validate()
+    say = progress or _quiet
+    key_list = _as_keys(keys)
+    if not exchanges.exchanges:
+        raise InputError("no suspect responses to verify (all inputs empty or skipped)")
+    notes: list[str] = []
+    vocab = tokenizer.vocab_size
+    for key in key_list:
+        if key.vocab_size < vocab:
+            raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the "
+                             f"tokenizer's {vocab} ({tokenizer.source}): wrong key or tokenizer")
+        if key.vocab_size > vocab:
+            notes.append(f"key {key.key_id} vocab_size {key.vocab_size} exceeds the tokenizer's {vocab} "
+                         f"(padded logits): ids {vocab}..{key.vocab_size - 1} never occur in text")
+    if options.mode != "text":
+        if served is not None:
+            raise ParameterError(f"--served applies to text mode only, not to mode {options.mode!r}")
+        by_width: dict[int, Evidence] = {}
+        for key in key_list:
+            h = key.scheme_object().context_width
+            if h not in by_width:
+                by_width[h] = access_evidence(exchanges, tokenizer, key, options, progress=say)
+        return verify_evidence(list(by_width.values()), key_list, options=options, notes=notes, tokenizer_vocab_size=vocab,
+                               progress=say)
+    say(f"tokenizing {len(exchanges.exchanges):,} responses and prompts")
+    tokens, offsets = tokenizer.encode_batch(exchanges.responses)
+    p_tokens, p_offsets = tokenizer.encode_batch(exchanges.prompts)
+    served_tokens = served_offsets = None
+    if served is not None:
+        if not served.exchanges:
+            raise InputError("the served-outputs input holds no responses")
+        served_tokens, served_offsets = tokenizer.encode_batch(served.responses)
+    result = verify(tokens, offsets, keys=key_list, prompt_tokens=p_tokens, prompt_offsets=p_offsets,
+                    served_tokens=served_tokens, served_offsets=served_offsets,
+                    text_ids=[e.id for e in exchanges.exchanges], options=options, progress=say)
+    result.notes[:0] = notes
+    result.tokenizer_vocab_size = vocab
+    return result

@@ -1,0 +1,3 @@
+"""The package version, in one place (read by the reports and the command line)."""
+
+__version__ = "0.1.0"
