@@ -273,9 +273,8 @@ def _cmd_strength(args: argparse.Namespace) -> int:
     import json
 
     from .corpus import read_exchanges
-    from .report import write_json, write_text
-    from .strength import (Thresholds, Tolerances, evaluate, load_config, measure_strength, render_junit,
-                           render_markdown)
+    from .report import render_strength_junit, render_strength_markdown, write_json, write_text
+    from .strength import Thresholds, Tolerances, evaluate, load_config, measure_strength
     from .tokenize import load_tokenizer
 
     progress = (lambda _m: None) if args.quiet else _progress
@@ -294,15 +293,19 @@ def _cmd_strength(args: argparse.Namespace) -> int:
             raise FingerprintError(f"{args.baseline}: cannot read baseline: {exc.strerror}") from None
         except json.JSONDecodeError as exc:
             raise FingerprintError(f"{args.baseline}: not valid JSON (line {exc.lineno})") from None
-    metrics = measure_strength(responses, tokenizer, key, seed=args.seed, radioactivity=not args.no_radioactivity,
-                               radioactivity_budget=args.radioactivity_tokens, progress=progress)
+    proxy = None
+    if not args.no_radioactivity:
+        from .apps.radioactivity import TrigramProxy
+
+        proxy = TrigramProxy(seed=args.seed, budget=args.radioactivity_tokens)
+    metrics = measure_strength(responses, tokenizer, key, radioactivity=proxy, seed=args.seed, progress=progress)
     result = evaluate(metrics, thresholds, baseline=baseline, tolerances=tolerances)
     if args.json:
         write_json(result.to_dict(), args.json)
     if args.markdown:
-        write_text(render_markdown(result), args.markdown)
+        write_text(render_strength_markdown(result), args.markdown)
     if args.junit:
-        write_text(render_junit(result), args.junit)
+        write_text(render_strength_junit(result), args.junit)
     m = result.metrics
     print(f"\nfingerprint strength: {m.n_responses:,} responses, {m.n_tokens:,} tokens ({m.scheme}, "
           f"key {m.key_id[:12]}, seed {m.seed})")
@@ -472,11 +475,16 @@ def build_parser() -> argparse.ArgumentParser:
     stg.add_argument("--no-radioactivity", action="store_true", help="skip the distillation proxy")
     stg.add_argument("--radioactivity-tokens", type=int, default=50_000,
                      help="query budget of the distillation proxy (default 50000)")
-    stg.add_argument("--min-effect-ci-low", type=float, dest="min_effect_ci_low")
-    stg.add_argument("--max-tokens-to-detect-median", type=float, dest="max_tokens_to_detect_median")
-    stg.add_argument("--min-detectable-share", type=float, dest="min_detectable_share")
-    stg.add_argument("--max-unmarked-share", type=float, dest="max_unmarked_share")
-    stg.add_argument("--max-radioactivity-log10-pvalue", type=float, dest="max_radioactivity_log10_pvalue")
+    from .strength import Thresholds
+
+    for flag, what in (("min_effect_ci_low", "floor on the lower end of the effect's 95%% interval"),
+                       ("max_tokens_to_detect_median", "cap on the median tokens a response needs to be "
+                                                       "detected alone"),
+                       ("min_detectable_share", "floor on the share of responses detectable alone"),
+                       ("max_unmarked_share", "cap on the estimated share of responses without a fingerprint"),
+                       ("max_radioactivity_log10_pvalue", "cap on the distillation proxy's log10 p-value")):
+        stg.add_argument(f"--{flag.replace('_', '-')}", type=float, dest=flag, metavar="X",
+                         help=f"{what} (default {getattr(Thresholds(), flag)}, or the --config value)")
     stg.add_argument("--json", help="write metrics and checks as JSON (usable as the next --baseline)")
     stg.add_argument("--markdown", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
     stg.add_argument("--junit", help="write JUnit XML (one test case per check)")

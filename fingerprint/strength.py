@@ -15,12 +15,18 @@ Metrics (all computed on the release's own responses, deterministic under a fixe
 ``unmarked_share``
     Estimated share of responses that carry no fingerprint at all: the weight of the null
     component in a two-component mixture (null rate fixed, fingerprinted rate fitted by EM)
-    of per-response scores. A decoding path that bypasses the fingerprint shows up here.
+    of per-response scores, with likelihoods from the scheme's null object. A decoding path
+    that bypasses the fingerprint shows up here.
 ``radioactivity_log10_pvalue``
-    A proxy for how well the fingerprint survives distillation: a trigram student trained on
-    clean text plus these responses at rho = 5% answers a fixed budget of prompts, and its
-    text is tested on the windows of the release's responses (the supervised setting: the
-    owner knows what it served). Needs the packaged English corpus (or ``clean_corpus``).
+    A proxy for how well the fingerprint survives distillation, given to
+    :func:`measure_strength` as a callable (``fingerprint.apps.radioactivity.TrigramProxy``: a
+    trigram student trained on clean text plus these responses at rho = 5% answers a fixed
+    budget of prompts, and its text is verified on the windows of the release's responses).
+    This module never builds models itself.
+
+The whole-sample test runs through the verify pipeline (:func:`fingerprint.verify.verify`,
+no decoys); nothing here depends on which scheme the key uses beyond what the scheme and its
+null object provide.
 
 Thresholds and tolerances come from a TOML file (``[thresholds]``, ``[tolerances]``) or
 flags; a regression is any metric beyond its threshold, or worse than the baseline by more
@@ -33,24 +39,37 @@ import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
-from scipy import stats
 
 from .corpus import ExchangeSet
 from .errors import InputError, ParameterError
 from .keys import FingerprintKey
-from .windows import WindowFilter, _with_text, first_occurrence_mask, select_tuples, tuple_table
+from .report.strength import format_metric
+from .schemes import Scheme
+from .stats import NullModel
+from .verify import VerifyOptions, verify
+from .windows import TupleTable, first_occurrence_mask, select_tuples, text_keyed_ids, tuple_table
 
-__all__ = ["Thresholds", "Tolerances", "StrengthMetrics", "Check", "StrengthResult", "measure_strength",
-           "evaluate", "load_config", "METRIC_DIRECTIONS"]
+__all__ = ["Thresholds", "Tolerances", "StrengthMetrics", "Check", "StrengthResult", "RadioactivityProxy",
+           "measure_strength", "evaluate", "load_config", "METRIC_DIRECTIONS",
+           "DETECT_LOG10", "MIN_SEPARATION", "REFERENCE_TRIAL_SD"]
 
 DETECT_LOG10 = -6.0
-#: The fingerprinted component of the unmarked-share mixture has at least this excess over the
-#: null rate (green rate; half of it for g-bits; twice it, relative, for gumbel's mean score),
-#: so that it cannot collapse onto the null component.
+#: The fingerprinted component of the unmarked-share mixture has a per-trial rate at least
+#: ``MIN_SEPARATION * trial_sd / REFERENCE_TRIAL_SD`` above the null rate (``trial_sd``: the
+#: null's per-trial standard deviation), so that it cannot collapse onto the null component:
+#: 0.05 on the green rate at gamma = 0.25 (the reference), 0.058 on the g-bit rate of
+#: tournament, 0.115 on gumbel's mean score.
 MIN_SEPARATION = 0.05
+REFERENCE_TRIAL_SD = math.sqrt(0.25 * 0.75)
+
+#: The distillation proxy :func:`measure_strength` is given: ``proxy(key, tokens (N,), offsets (T + 1,))``
+#: returns the log10 p-value of a student distilled from the responses. Optional attributes
+#: ``rho`` (share of the student's training tokens that are the responses) and ``seed`` are
+#: recorded with the metrics; ``description`` is shown in progress messages.
+RadioactivityProxy = Callable[[FingerprintKey, np.ndarray, np.ndarray], float]
 
 #: +1: larger is better; -1: smaller is better.
 METRIC_DIRECTIONS = {
@@ -162,12 +181,14 @@ def load_config(path: str | Path) -> tuple[Thresholds, Tolerances]:
 
 # ---- per-response detection ------------------------------------------------------------------
 
-def _per_response_tokens_to_detect(scheme, table, sel_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _per_response_tokens_to_detect(scheme: Scheme, table: TupleTable, sel_mask: np.ndarray
+                                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tokens each response needs to reach p < 1e-6 on its own (inf if never), and each
-    response's (total, n) for the mixture fit. Tuples are de-duplicated within responses."""
+    response's (total, n) for the mixture fit, each ``(T,)``. Tuples (``sel_mask`` ``(n,)`` of
+    the table's) are de-duplicated within responses; p-values come from the scheme's null."""
     idx = np.flatnonzero(sel_mask)
     text = table.text_index[idx]
-    first = first_occurrence_mask(_with_text(table.tuple_ids[idx], text))
+    first = first_occurrence_mask(text_keyed_ids(table.tuple_ids[idx], text))
     idx, text = idx[first], text[first]
     scores = scheme.tuple_scores(table.windows(idx), table.next_tokens(idx)).astype(np.float64)
     n_texts = table.n_texts
@@ -177,7 +198,7 @@ def _per_response_tokens_to_detect(scheme, table, sel_mask: np.ndarray) -> tuple
     base = np.concatenate(([0.0], cum))[starts][text]
     within = np.arange(idx.size) - starts[text]
     running = cum - base
-    log10p = scheme.log10_pvalues(running, within + 1)
+    log10p = scheme.null(0).log10_sf_prefixes(running, within + 1)
     hit = log10p <= DETECT_LOG10
     tokens_read = table.positions[idx] - table.offsets[text] + 1
     need = np.full(n_texts, np.inf)
@@ -190,114 +211,82 @@ def _per_response_tokens_to_detect(scheme, table, sel_mask: np.ndarray) -> tuple
     return need, totals, counts
 
 
-def _unmarked_share(scheme, totals: np.ndarray, counts: np.ndarray, iters: int = 200) -> float:
-    """EM weight of the null component in a two-component mixture of per-response scores."""
+def _unmarked_share(null: NullModel, totals: np.ndarray, counts: np.ndarray, iters: int = 200) -> float:
+    """EM weight of the null component in a two-component mixture of per-response totals.
+
+    ``totals`` ``(T,)`` is each response's total score over ``counts`` ``(T,)`` items. Under the
+    null component a total follows ``null`` at its ``null_rate``; under the fingerprinted one
+    the same family at a fitted rate, at least ``null_rate + MIN_SEPARATION * null.trial_sd() /
+    REFERENCE_TRIAL_SD`` (see :data:`MIN_SEPARATION`). Responses without items are left out;
+    ``nan`` when none is left.
+    """
     keep = counts > 0
-    t, n = totals[keep], counts[keep].astype(np.float64)
+    t, n = totals[keep], counts[keep]
     if t.size == 0:
         return math.nan
-    if scheme.name == "gumbel":
-        def loglik(theta: float) -> np.ndarray:  # sum of n Exp(theta) scores ~ Gamma(n, theta)
-            return stats.gamma.logpdf(t, n, scale=theta)
-        null_ll = loglik(1.0)
-        theta, w0 = max(1.0 + 2 * MIN_SEPARATION, float(t.sum() / n.sum())), 0.5
-        for _ in range(iters):
-            l1 = loglik(theta)
-            r0 = 1.0 / (1.0 + (1 - w0) / w0 * np.exp(np.clip(l1 - null_ll, -700, 700)))
-            w0 = float(np.clip(r0.mean(), 1e-6, 1 - 1e-6))
-            r1 = 1 - r0
-            theta = max(1.0 + 2 * MIN_SEPARATION, float((r1 * t).sum() / max((r1 * n).sum(), 1e-12)))
-        return w0
-    m = scheme.params.get("layers", 1) if scheme.name == "tournament" else 1
-    trials = n * m
-    p0 = 0.5 if scheme.name == "tournament" else scheme.params["gamma"]
-    null_ll = stats.binom.logpmf(np.rint(t), trials, p0)
-    sep = MIN_SEPARATION / 2 if scheme.name == "tournament" else MIN_SEPARATION
-    p1, w0 = max(p0 + sep, float(t.sum() / trials.sum())), 0.5
+    floor = null.null_rate + MIN_SEPARATION * null.trial_sd() / REFERENCE_TRIAL_SD
+    null_ll = null.log_likelihood(t, n, null.null_rate)
+    rate, w0 = null.rate_mle(t, n, at_least=floor), 0.5
     for _ in range(iters):
-        l1 = stats.binom.logpmf(np.rint(t), trials, p1)
-        r0 = 1.0 / (1.0 + (1 - w0) / w0 * np.exp(np.clip(l1 - null_ll, -700, 700)))
+        marked_ll = null.log_likelihood(t, n, rate)
+        r0 = 1.0 / (1.0 + (1 - w0) / w0 * np.exp(np.clip(marked_ll - null_ll, -700, 700)))
         w0 = float(np.clip(r0.mean(), 1e-6, 1 - 1e-6))
-        r1 = 1 - r0
-        p1 = float(np.clip((r1 * t).sum() / max((r1 * trials).sum(), 1e-12), p0 + sep, 1 - 1e-9))
+        rate = null.rate_mle(t, n, 1 - r0, at_least=floor)
     return w0
 
 
-def _radioactivity(key: FingerprintKey, tokens: np.ndarray, offsets: np.ndarray, *, rho: float, seed: int,
-                   budget: int, clean_corpus: Sequence[str] | None) -> float:
-    from .sim.distill import FingerprintedData, corpus_prompts, distill_student
-    from .sim.generate import generate
-    from .sim.teacher import build_teacher
-
-    teacher = build_teacher(clean_corpus, vocab_size=key.vocab_size) if clean_corpus else build_teacher()
-    if teacher.vocab_size != key.vocab_size:
-        raise InputError(f"radioactivity proxy: the clean corpus tokenizer has {teacher.vocab_size} ids, the key "
-                         f"{key.vocab_size}; pass --no-radioactivity or a matching --clean-corpus")
-    responses = [tokens[offsets[i]:offsets[i + 1]] for i in range(offsets.size - 1)]
-    data = FingerprintedData([np.zeros(0, np.int64)] * len(responses), responses)
-    rng = np.random.default_rng(seed)
-    # clean text sized so that the release's responses are a fraction rho of the student's data
-    n_clean = int(data.n_tokens * (1 - rho) / rho)
-    ends = np.searchsorted(teacher.offsets, n_clean)
-    clean_offsets = teacher.offsets[:max(2, ends + 1)]
-    clean_tokens = teacher.tokens[:clean_offsets[-1]]
-    student, _ = distill_student(clean_tokens, clean_offsets, data, rho, vocab_size=key.vocab_size)
-    queries, _ = corpus_prompts(teacher, max(1, budget // 100), length=12, rng=rng)
-    answers = generate(student, queries, 100, rng, batch_size=512)
-    a_tokens = np.concatenate(answers)
-    a_offsets = np.concatenate(([0], np.cumsum([a.size for a in answers])))
-    q_tokens = np.concatenate(queries)
-    q_offsets = np.concatenate(([0], np.cumsum([q.size for q in queries])))
-    scheme = key.scheme_object()
-    scored = scheme.score(a_tokens, a_offsets)
-    served = WindowFilter.from_tokens(tokens, offsets, scheme.context_width, vocab_size=key.vocab_size)
-    sel = select_tuples(scored.table, prompt_tokens=q_tokens, prompt_offsets=q_offsets, window_filter=served)
-    return scheme.test(scored.scores[sel.mask]).log10_pvalue
-
-
-def measure_strength(responses: ExchangeSet, tokenizer, key: FingerprintKey, *, seed: int = 0,
-                     radioactivity: bool = True, radioactivity_rho: float = 0.05,
-                     radioactivity_budget: int = 50_000, clean_corpus: Sequence[str] | None = None,
+def measure_strength(responses: ExchangeSet, tokenizer, key: FingerprintKey, *,
+                     radioactivity: RadioactivityProxy | None = None, seed: int | None = None,
                      progress: Callable[[str], None] | None = None) -> StrengthMetrics:
-    """Measure every strength metric of a release's responses (deterministic given ``seed``)."""
+    """Measure every strength metric of a release's responses (deterministic).
+
+    Parameters
+    ----------
+    responses:
+        The release's exchanges (prompts are excluded from scoring where present).
+    tokenizer, key:
+        The owner's tokenizer and the release's key (one of fingerprint's own schemes).
+    radioactivity:
+        The distillation proxy (see :data:`RadioactivityProxy`), e.g.
+        ``fingerprint.apps.radioactivity.TrigramProxy()``; ``None`` skips the metric.
+    seed:
+        Recorded with the metrics; default: the proxy's ``seed`` attribute, else 0. (Only the
+        proxy uses randomness.)
+    progress:
+        Called with one-line progress messages.
+    """
     say = progress or (lambda _m: None)
     if not responses.exchanges:
         raise InputError("no responses to measure")
     scheme = key.own_scheme_for(tokenizer, "strength")
+    if seed is None:
+        seed = int(getattr(radioactivity, "seed", 0))
     say(f"tokenizing {len(responses.exchanges):,} responses")
     tokens, offsets = tokenizer.encode_batch(responses.responses)
     p_tokens, p_offsets = tokenizer.encode_batch(responses.prompts)
-    table = tuple_table(tokens, offsets, scheme.context_width, vocab_size=key.vocab_size)
-    sel = select_tuples(table, prompt_tokens=p_tokens, prompt_offsets=p_offsets)
-    scores = scheme.tuple_scores(table.windows(sel.mask), table.next_tokens(sel.mask))
-    test = scheme.test(scores)
+    say("whole-sample test (verify pipeline, no decoys)")
+    whole = verify(tokens, offsets, keys=key, prompt_tokens=p_tokens, prompt_offsets=p_offsets,
+                   options=VerifyOptions(n_decoys=0)).results[0]
+    test = whole.test
     say("per-response detection")
+    table = tuple_table(tokens, offsets, scheme.context_width, vocab_size=key.vocab_size)
     no_prompt = select_tuples(table, prompt_tokens=p_tokens, prompt_offsets=p_offsets, deduplicate=False)
     need, totals, counts = _per_response_tokens_to_detect(scheme, table, no_prompt.mask)
     finite_share = float(np.isfinite(need).mean())
     p10, med, p90 = (float(np.quantile(need, q, method="nearest")) for q in (0.1, 0.5, 0.9))
-    unmarked = _unmarked_share(scheme, totals, counts)
-    radio = None
-    if radioactivity:
-        say(f"radioactivity proxy: trigram student at rho = {radioactivity_rho:.0%}, {radioactivity_budget:,} "
-            f"query tokens")
-        radio = _radioactivity(key, tokens, offsets, rho=radioactivity_rho, seed=seed,
-                               budget=radioactivity_budget, clean_corpus=clean_corpus)
+    unmarked = _unmarked_share(scheme.null(0), totals, counts)
+    radio = rho = None
+    if radioactivity is not None:
+        say(f"radioactivity proxy: {getattr(radioactivity, 'description', 'distillation proxy')}")
+        radio = float(radioactivity(key, tokens, offsets))
+        rho = getattr(radioactivity, "rho", None)
     return StrengthMetrics(scheme=key.scheme, key_id=key.key_id, n_responses=len(responses.exchanges),
-                           n_tokens=int(tokens.size), n_scored=int(sel.counts.scored), effect=test.effect.value,
+                           n_tokens=int(tokens.size), n_scored=int(whole.counts.scored), effect=test.effect.value,
                            effect_ci_low=test.effect.ci_low, effect_ci_high=test.effect.ci_high,
                            log10_pvalue=test.log10_pvalue, tokens_to_detect_p10=p10, tokens_to_detect_median=med,
                            tokens_to_detect_p90=p90, detectable_share=finite_share, unmarked_share=unmarked,
-                           radioactivity_log10_pvalue=radio,
-                           radioactivity_rho=radioactivity_rho if radioactivity else None, seed=seed)
-
-
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float) and math.isinf(v):
-        return "inf"
-    return f"{v:.4g}"
+                           radioactivity_log10_pvalue=radio, radioactivity_rho=None if rho is None else float(rho),
+                           seed=int(seed))
 
 
 def evaluate(metrics: StrengthMetrics, thresholds: Thresholds, *, baseline: dict[str, Any] | None = None,
@@ -306,8 +295,8 @@ def evaluate(metrics: StrengthMetrics, thresholds: Thresholds, *, baseline: dict
     checks: list[Check] = []
 
     def add(metric: str, kind: str, value: float | None, limit: float, ok: bool, what: str) -> None:
-        shown = "n/a" if value is None else _fmt(value)
-        msg = f"{metric} = {shown} {'within' if ok else 'beyond'} {what} {_fmt(limit)}"
+        shown = "n/a" if value is None else format_metric(value)
+        msg = f"{metric} = {shown} {'within' if ok else 'beyond'} {what} {format_metric(limit)}"
         checks.append(Check(metric, kind, math.nan if value is None else float(value), float(limit), ok, msg))
 
     m = metrics
@@ -349,36 +338,3 @@ def evaluate(metrics: StrengthMetrics, thresholds: Thresholds, *, baseline: dict
             add("radioactivity_log10_pvalue", "baseline", m.radioactivity_log10_pvalue, limit,
                 m.radioactivity_log10_pvalue <= limit, "baseline limit <=")
     return StrengthResult(metrics, checks, baseline)
-
-
-def render_markdown(result: StrengthResult) -> str:
-    m = result.metrics
-    lines = [f"## fingerprint strength: {'PASS' if result.passed else 'REGRESSION'}", "",
-             f"{m.n_responses:,} responses, {m.n_tokens:,} tokens, {m.n_scored:,} distinct tuples; scheme "
-             f"{m.scheme}, key `{m.key_id[:16]}`, seed {m.seed}.", "",
-             "| metric | value |", "|---|---|"]
-    for name in ("effect", "effect_ci_low", "log10_pvalue", "tokens_to_detect_p10", "tokens_to_detect_median",
-                 "tokens_to_detect_p90", "detectable_share", "unmarked_share", "radioactivity_log10_pvalue"):
-        lines.append(f"| {name} | {_fmt(getattr(m, name))} |")
-    lines += ["", "| check | limit | result |", "|---|---|---|"]
-    for c in result.checks:
-        lines.append(f"| {c.metric} ({c.kind}) | {_fmt(c.limit)} | {'pass' if c.passed else '**FAIL**'}: {c.message} |")
-    return "\n".join(lines) + "\n"
-
-
-def render_junit(result: StrengthResult) -> str:
-    from xml.sax.saxutils import escape, quoteattr
-
-    failures = sum(not c.passed for c in result.checks)
-    out = ['<?xml version="1.0" encoding="UTF-8"?>',
-           f'<testsuite name="fingerprint-strength" tests="{len(result.checks)}" failures="{failures}">']
-    for c in result.checks:
-        name = quoteattr(f"{c.metric} ({c.kind})")
-        if c.passed:
-            out.append(f'  <testcase classname="fingerprint.strength" name={name}/>')
-        else:
-            out.append(f'  <testcase classname="fingerprint.strength" name={name}>'
-                       f'<failure message={quoteattr(c.message)}>{escape(c.message)}</failure></testcase>')
-    out.append("</testsuite>")
-    return "\n".join(out) + "\n"
-

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fingerprint.access import VocabMapper, reading_items, access_test, verify_access
+from fingerprint.verify import VerifyOptions, verify_evidence, verify_exchanges
+from fingerprint.verify.access import VocabMapper, reading_evidence
 from fingerprint.corpus import Exchange, ExchangeSet, read_exchanges
 from fingerprint.keys import FingerprintKey
 from fingerprint.sim.distill import corpus_prompts, distill_student, fingerprinted_responses
@@ -77,7 +78,8 @@ def test_logprobs_and_reading_over_http(setup, teacher):
         assert out[(mode, 0.0)]["verdict"] == "not detected" and out[(mode, 0.0)]["log10_pvalue"] > -3
         assert out[(mode, 0.1)]["verdict"] == "detected", out[(mode, 0.1)]
         assert out[(mode, 0.0)]["decoys"]["passed"] and out[(mode, 0.1)]["decoys"]["passed"]
-    assert out[("logprobs", 0.0)]["counts"]["unmapped_tokens"] == 0
+    assert out[("logprobs", 0.0)]["dropped"]["unmapped_tokens"] == 0
+    assert out[("logprobs", 0.1)]["mode"] == "logprobs" and out[("logprobs", 0.1)]["n_scored"] > 1000
 
 
 @pytest.mark.parametrize("mode", ["logprobs", "reading"])
@@ -88,10 +90,12 @@ def test_uniform_over_1000_keys_on_a_rho0_student(setup, teacher, mode):
             ev = collect(srv.url, qfile, d / "lp-null.jsonl", "--max-tokens", 60, "--logprobs", 5)
         else:
             ev = collect(srv.url, ffile, d / "rd-null.jsonl", "--max-tokens", 1, "--logprobs", 1, "--echo")
-    res = verify_access(read_exchanges([ev]), teacher.tokenizer, key, mode=mode, n_decoys=1000, decoy_seed=4,
-                        fed_texts_clean=True)
-    assert res.decoy_ks_pvalue > 0.01  # randomized p-values in reading mode (exact binomial is discrete)
-    p = 10 ** res.decoy_log10_pvalues
+    res = verify_exchanges(read_exchanges([ev]), teacher.tokenizer, key,
+                           options=VerifyOptions(mode=mode, n_decoys=1000, decoy_seed=4, fed_texts_clean=True,
+                                                 trajectory_points=2)).results[0]
+    assert res.decoys.ks_pvalue > 0.01  # randomized p-values in reading mode (exact binomial is discrete)
+    p = 10 ** res.decoys.log10_pvalues
+    assert p.size == 1000
     lo, hi = stats.binom.interval(0.99, p.size, 0.01)
     assert (p <= 0.01).sum() <= hi and (mode == "reading" or lo <= (p <= 0.01).sum())
 
@@ -121,8 +125,9 @@ def test_reading_fingerprinted_texts_needs_the_fed_pair_rule(teacher):
                          tuple((tb[int(t[j])], ((tb[int(pr[j])], 0.0),) if j else ()) for j in range(t.size)))
                 for i, (t, pr) in enumerate(zip(texts, preds))])
             for rule in (False, True):
-                items = reading_items(es, mapper, 2, teacher.vocab_size, exclude_fed_pairs=rule)
-                p = 10 ** access_test(scheme, items).log10_pvalue if len(items.tokens) else 1.0
+                ev = reading_evidence(es, mapper, 2, teacher.vocab_size, exclude_fed_pairs=rule)
+                p = 10 ** verify_evidence(ev, key, options=VerifyOptions(mode="reading", n_decoys=0)
+                                          ).results[0].test.log10_pvalue if len(ev) else 1.0
                 pvals.setdefault((name, rule), []).append(p)
     p = {k: np.array(v) for k, v in pvals.items()}
     assert (p[("perfect", False)] <= 1e-6).mean() > 0.95  # the bias is real

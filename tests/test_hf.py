@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 from fingerprint.interop.hf import FingerprintLogitsProcessor  # noqa: E402
 from fingerprint.keys import FingerprintKey  # noqa: E402
-from fingerprint.sim.roundtrip import score_responses  # noqa: E402
+from fingerprint.apps.roundtrip import score_responses  # noqa: E402
 
 
 @pytest.mark.parametrize("name,params", [("greenlist", {"delta": 2.0}), ("gumbel", {}), ("tournament", {}),
@@ -24,12 +24,13 @@ def test_adapter_text_is_detected_within_400_tokens(tiny_gpt2, teacher, name, pa
                              logits_processor=processor, pad_token_id=0, top_k=0)
     marked = [row[8:].numpy() for row in out]
     assert sum(m.size for m in marked) == 400
-    result, _ = score_responses(key, prompts, marked)
+    result_kr = score_responses(key, prompts, marked)
+    result, counts = result_kr.test, result_kr.counts
     assert result.log10_pvalue < -10, result
     torch.manual_seed(2)
     plain = tiny_gpt2.generate(torch.from_numpy(np.stack(prompts)), do_sample=True, max_new_tokens=100,
                                pad_token_id=0, top_k=0)
-    null, _ = score_responses(key, prompts, [row[8:].numpy() for row in plain])
+    null = score_responses(key, prompts, [row[8:].numpy() for row in plain]).test
     assert null.log10_pvalue > -3
 
 

@@ -147,7 +147,7 @@ def test_verify_counts_shared_seeds_once(generations, teacher):
     """A text built so that selfhash gives two different windows one seed (the minimum falls on
     the scored token's own term): verify scores the shared (seed, token) once and reports the
     other as a duplicate."""
-    from fingerprint.detect import VerifyOptions, _score_key
+    from fingerprint.verify import VerifyOptions, verify
     from fingerprint.windows import tuple_table
 
     key = make_key("selfhash", 2, 15485865, teacher.vocab_size)
@@ -168,9 +168,9 @@ def test_verify_counts_shared_seeds_once(generations, teacher):
     blocks = encode_tuples(table.windows(sel.mask), table.next_tokens(sel.mask))
     assert sel.counts.scored == 3
     assert scheme.distinct_mask(blocks).tolist() == [True, True, False]
-    raw = _score_key(key, scheme, table, sel, blocks, ["x"], VerifyOptions(n_decoys=20), lambda _m: None)
-    assert raw["counts"].scored == 2 and raw["counts"].duplicate_tuple == sel.counts.duplicate_tuple + 1
-    assert raw["test"].n == 2 and raw["responses"].n_scored.tolist() == [2]
+    kr = verify([seq], keys=key, text_ids=["x"], options=VerifyOptions(n_decoys=20)).results[0]
+    assert kr.counts.scored == 2 and kr.counts.dropped["duplicate_tuple"] == sel.counts.duplicate_tuple + 1
+    assert kr.test.n == 2 and kr.responses.n_scored.tolist() == [2]
 
 
 def test_repeated_text_flagged_by_transformers_not_by_fingerprint(generations, teacher, tiny_gpt2):

@@ -9,7 +9,7 @@ from scipy import stats
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from fingerprint.detect import VerifyOptions, _score_key  # noqa: E402
+from fingerprint.verify import VerifyOptions, verify  # noqa: E402
 from fingerprint.errors import ParameterError  # noqa: E402
 from fingerprint.keys import FingerprintKey  # noqa: E402
 from fingerprint.prf import encode_tuples  # noqa: E402
@@ -69,17 +69,14 @@ def test_watermarked_text_detected_p_below_1e10_with_decoys(generations, teacher
     _, marked, plain = generations
     key = make_key(KEYS, teacher.vocab_size)
     scheme = key.scheme_object()
-    table, sel, blocks = selected_blocks(marked, scheme)
-    raw = _score_key(key, scheme, table, sel, blocks, [str(i) for i in range(len(marked))],
-                     VerifyOptions(n_decoys=100), lambda _m: None)
-    assert raw["test"].log10_pvalue < -10, raw["test"]
-    assert raw["decoys"].passed and raw["decoys"].min_log10_pvalue > -4
-    assert raw["trajectory"][-1].log10_pvalue == pytest.approx(raw["test"].log10_pvalue)
-    assert np.all(raw["responses"].log10_pvalue < -2)
-    table, sel, blocks = selected_blocks(plain, scheme)
-    null_raw = _score_key(key, scheme, table, sel, blocks, ["a", "b", "c", "d"], VerifyOptions(n_decoys=0),
-                          lambda _m: None)
-    assert null_raw["test"].log10_pvalue > -3
+    kr = verify(marked, keys=key, options=VerifyOptions(n_decoys=100)).results[0]
+    assert kr.test.log10_pvalue < -10, kr.test
+    assert kr.verdict == "detected"
+    assert kr.decoys.passed and kr.decoys.min_log10_pvalue > -4
+    assert kr.trajectory[-1].log10_pvalue == pytest.approx(kr.test.log10_pvalue)
+    assert np.all(kr.responses.log10_pvalue < -2)
+    null_kr = verify(plain, keys=key, options=VerifyOptions(n_decoys=0)).results[0]
+    assert null_kr.test.log10_pvalue > -3
 
 
 @pytest.mark.parametrize("source", ["model", "covering"])
@@ -96,7 +93,7 @@ def test_uniform_over_keys_on_unwatermarked_text(generations, teacher, source):
     table, sel, blocks = selected_blocks(texts, base)
     keep = base.distinct_mask(blocks)
     kept = blocks[keep]
-    null = base.set_null(kept)  # key-independent
+    null = base.null(len(kept), blocks=kept)  # key-independent
     if source == "covering":
         assert keep.sum() > 0.95 * 65536
     windows, tokens = base._tuples_of_blocks(kept)
@@ -109,10 +106,10 @@ def test_uniform_over_keys_on_unwatermarked_text(generations, teacher, source):
             positions = (h[None, :, None] + keys[lo:lo + 20, None, :]) * np.uint64(6364136223846793005) + np.uint64(1)
         totals[lo:lo + 20] = base.table[(positions & np.uint64(65535)).astype(np.int64)].sum(axis=(1, 2))
     u = rng.random(n_keys)
-    randomized = null.randomized(totals, u)
+    randomized = null.randomized_pvalues(totals, u)
     assert stats.kstest(randomized, "uniform").pvalue > 0.01
     if source == "covering":  # the binomial model of a random table is grossly wrong here
-        binomial = stats.binom.sf(totals - 1, null.n, 0.5)
+        binomial = stats.binom.sf(totals - 1, null.n_trials, 0.5)
         assert stats.kstest(binomial, "uniform").pvalue < 1e-6
     reported = 10.0 ** null.log10_sf(totals)
     hi = stats.binom.ppf(0.999, n_keys, 0.01)

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch", reason="the [neural] extra (torch==2.13.0) 
 from fingerprint.keys import FingerprintKey  # noqa: E402
 from fingerprint.sim.generate import generate  # noqa: E402
 from fingerprint.sim.neural import TinyTransformerLM  # noqa: E402
-from fingerprint.sim.roundtrip import score_responses  # noqa: E402
+from fingerprint.apps.roundtrip import score_responses  # noqa: E402
 
 
 def test_tiny_transformer_trains_generates_and_carries_a_fingerprint(teacher, tmp_path):
@@ -28,8 +28,8 @@ def test_tiny_transformer_trains_generates_and_carries_a_fingerprint(teacher, tm
     rng = np.random.default_rng(0)
     marked = generate(lm, prompts, 100, rng, scheme=key.scheme_object())
     plain = generate(lm, prompts, 100, rng)
-    assert score_responses(key, prompts, marked)[0].log10_pvalue < -10
-    assert score_responses(key, prompts, plain)[0].log10_pvalue > -3
+    assert score_responses(key, prompts, marked).test.log10_pvalue < -10
+    assert score_responses(key, prompts, plain).test.log10_pvalue > -3
     path = tmp_path / "lm.pt"
     lm.save(str(path))
     other = TinyTransformerLM(teacher.vocab_size, context_size=16, d_model=32, n_layers=1, n_heads=2, seed=5)

@@ -8,7 +8,7 @@ import pytest
 
 from fingerprint.keys import FingerprintKey
 from fingerprint.sim.generate import generate
-from fingerprint.sim.roundtrip import run_roundtrip, score_responses
+from fingerprint.apps.roundtrip import run_roundtrip, score_responses
 
 SCHEMES = [("greenlist", {"delta": 2.0, "gamma": 0.25}), ("gumbel", {}), ("tournament", {}),
            ("greenlist", {"delta": 2.0, "context_width": 1}), ("tournament", {"context_width": 4})]
@@ -22,10 +22,11 @@ def test_detected_within_400_tokens(teacher, name, params):
     marked = generate(teacher.model, prompts, 100, rng, scheme=key.scheme_object())
     plain = generate(teacher.model, prompts, 100, rng)
     assert sum(m.size for m in marked) == 400
-    result, counts = score_responses(key, prompts, marked)
+    result_kr = score_responses(key, prompts, marked)
+    result, counts = result_kr.test, result_kr.counts
     assert result.log10_pvalue < -10, (result, counts)
     assert result.effect.ci_low > 0
-    null, _ = score_responses(key, prompts, plain)
+    null = score_responses(key, prompts, plain).test
     assert null.log10_pvalue > -3, null
 
 
@@ -35,7 +36,8 @@ def test_temperature_and_top_p_keep_the_fingerprint(teacher):
     prompts = [teacher.tokens[teacher.offsets[i]:teacher.offsets[i] + 10] for i in (11, 12, 13, 14)]
     marked = generate(teacher.model, prompts, 100, rng, scheme=key.scheme_object(), temperature=0.7,
                       top_p=0.95)
-    result, _ = score_responses(key, prompts, marked)
+    result_kr = score_responses(key, prompts, marked)
+    result, counts = result_kr.test, result_kr.counts
     assert result.log10_pvalue < -6
 
 
@@ -43,6 +45,7 @@ def test_run_roundtrip_rows(teacher):
     rows = run_roundtrip(teacher, n_prompts=4, tokens_per_response=50, seed=1)
     assert [r.scheme for r in rows] == ["greenlist", "gumbel", "tournament"]
     for r in rows:
-        assert r.fingerprinted.log10_pvalue < -6
-        assert r.plain.log10_pvalue > -3
-        assert r.fingerprinted_counts.tokens_read == 200
+        assert r.fingerprinted.test.log10_pvalue < -6
+        assert r.fingerprinted.verdict == "detected"
+        assert r.plain.test.log10_pvalue > -3
+        assert r.fingerprinted.counts.tokens_read == 200

@@ -12,7 +12,7 @@ import pytest
 
 from fingerprint.cli import main
 from fingerprint.corpus import read_exchanges
-from fingerprint.detect import VerifyOptions, verify_exchanges
+from fingerprint.verify import VerifyOptions, verify_exchanges
 from fingerprint.keys import FingerprintKey
 from fingerprint.sim.generate import generate
 from fingerprint.tokenize import load_tokenizer
@@ -111,7 +111,7 @@ def test_one_response_repeated_1000_times_is_not_evidence(teacher, workdir, toke
     path = write_jsonl(workdir / "repeated.jsonl",
                        [{"id": i, "prompt": "", "response": text} for i in range(1000)])
     res = verify_api([path], tokenizer_path, [key_path]).results[0]
-    assert res.counts.duplicate_tuple >= 999 * 30
+    assert res.counts.dropped["duplicate_tuple"] >= 999 * 30
     assert res.test.log10_pvalue > -6 and res.verdict != "detected"
 
 
@@ -123,7 +123,7 @@ def test_copies_of_the_fingerprinted_prompt_are_not_evidence(teacher, workdir, t
             for i, m in enumerate(marked)]
     path = write_jsonl(workdir / "echo.jsonl", rows)
     r = verify_api([path], tokenizer_path, [key_path]).results[0]
-    assert r.counts.prompt_window > 2000
+    assert r.counts.dropped["prompt_window"] > 2000
     assert r.verdict == "not detected" and r.test.log10_pvalue > -3
 
 
@@ -173,7 +173,7 @@ def test_window_filter_from_served_outputs(cases, tokenizer_path, workdir):
                            options=VerifyOptions(n_decoys=20))
     assert res.window_filter_size > 1000
     r = res.results[0]
-    assert r.counts.window_filter > 0 and r.verdict == "not detected"
+    assert r.counts.dropped["window_filter"] > 0 and r.verdict == "not detected"
 
 
 def test_vocab_checks(cases, tokenizer_path, workdir, teacher):

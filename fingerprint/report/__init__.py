@@ -7,6 +7,8 @@ from .document import SCHEMA, SCHEMA_VERSION, build_report, write_json, write_te
 from .format import format_effect, format_posterior, format_pvalue
 from .html import render_html, trajectory_svg
 from .markdown import render_markdown
+from .strength import render_strength_junit, render_strength_markdown
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "build_report", "write_json", "write_text", "format_pvalue", "format_effect",
-           "format_posterior", "render_html", "render_markdown", "trajectory_svg"]
+           "format_posterior", "render_html", "render_markdown", "trajectory_svg", "render_strength_markdown",
+           "render_strength_junit"]

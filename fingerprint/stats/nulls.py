@@ -90,6 +90,26 @@ class NullModel(abc.ABC):
         """log10 P[T_m >= t] for pairs (total, prefix size m), ``(r,)`` each."""
         return np.array([float(self.prefix(int(m)).log10_sf(np.array([t]))[0]) for t, m in zip(totals, sizes)])
 
+    # ---- alternatives: the same statistic at another per-trial rate ------------------------
+    def log_likelihood(self, totals: np.ndarray, sizes: np.ndarray, rate: float) -> np.ndarray:
+        """Natural log of the density (or mass) of each total ``(r,)`` of ``sizes`` ``(r,)`` items
+        when the rate per trial is ``rate`` (this null's own at ``rate = null_rate``): the
+        likelihood of a fitted alternative, e.g. a mixture of per-response totals. Raises
+        :class:`ParameterError` for a statistic without such a one-parameter family."""
+        raise ParameterError(f"the {self.test_name} null has no likelihood at other per-trial rates")
+
+    def rate_mle(self, totals: np.ndarray, sizes: np.ndarray, weights: np.ndarray | None = None, *,
+                 at_least: float = -math.inf) -> float:
+        """Maximum-likelihood rate per trial of totals ``(r,)`` of ``sizes`` ``(r,)`` items, each
+        pair weighted by ``weights`` ``(r,)`` (an EM step), at least ``at_least`` and inside the
+        valid range of rates. Raises :class:`ParameterError` like :meth:`log_likelihood`."""
+        raise ParameterError(f"the {self.test_name} null has no likelihood at other per-trial rates")
+
+    def trial_sd(self) -> float:
+        """Standard deviation of one trial's score under H0 (the scale for separations between
+        rates). Raises :class:`ParameterError` like :meth:`log_likelihood`."""
+        raise ParameterError(f"the {self.test_name} null has no per-trial standard deviation")
+
     def test(self, total: float, *, confidence_level: float = 0.95) -> TestResult:
         """The exact one-sided test of H0 for the observed ``total``."""
         check_confidence_level(confidence_level)
@@ -189,6 +209,24 @@ class BinomialNull(NullModel):
     def prefix(self, m: int) -> "BinomialNull":
         return BinomialNull(m, self.p, self.trials_per_item)
 
+    def log_likelihood(self, totals: np.ndarray, sizes: np.ndarray, rate: float) -> np.ndarray:
+        """``log P[Binom(sizes * trials_per_item, rate) = rint(total)]`` for each pair."""
+        return stats.binom.logpmf(np.rint(np.asarray(totals, dtype=np.float64)),
+                                  np.asarray(sizes) * self.trials_per_item, rate)
+
+    def rate_mle(self, totals: np.ndarray, sizes: np.ndarray, weights: np.ndarray | None = None, *,
+                 at_least: float = -math.inf) -> float:
+        """``sum w t / sum w n m``, clipped to ``[at_least, 1 - 1e-9]`` (and above ``1e-9``)."""
+        t = np.asarray(totals, dtype=np.float64)
+        trials = np.asarray(sizes, dtype=np.float64) * self.trials_per_item
+        w = np.ones_like(t) if weights is None else np.asarray(weights, dtype=np.float64)
+        rate = float((w * t).sum() / max(float((w * trials).sum()), 1e-12))
+        return float(np.clip(rate, max(at_least, 1e-9), 1 - 1e-9))
+
+    def trial_sd(self) -> float:
+        """``sqrt(p (1 - p))``."""
+        return math.sqrt(self.p * (1 - self.p))
+
     def items_needed(self, effect: float, log10_alpha: float) -> float:
         """Smallest item count whose minimum detectable effect is at most ``effect`` (exact search)."""
         if effect <= 0:
@@ -246,6 +284,23 @@ class GammaNull(NullModel):
 
     def prefix(self, m: int) -> "GammaNull":
         return GammaNull(m)
+
+    def log_likelihood(self, totals: np.ndarray, sizes: np.ndarray, rate: float) -> np.ndarray:
+        """Log density of Gamma(sizes, scale=rate) at each total: ``sizes`` Exp scores of mean ``rate``."""
+        return stats.gamma.logpdf(np.asarray(totals, dtype=np.float64), np.asarray(sizes), scale=rate)
+
+    def rate_mle(self, totals: np.ndarray, sizes: np.ndarray, weights: np.ndarray | None = None, *,
+                 at_least: float = -math.inf) -> float:
+        """``sum w t / sum w n`` (the mean score), at least ``at_least`` (and above ``1e-9``)."""
+        t = np.asarray(totals, dtype=np.float64)
+        n = np.asarray(sizes, dtype=np.float64)
+        w = np.ones_like(t) if weights is None else np.asarray(weights, dtype=np.float64)
+        rate = float((w * t).sum() / max(float((w * n).sum()), 1e-12))
+        return max(rate, at_least, 1e-9)
+
+    def trial_sd(self) -> float:
+        """1: the standard deviation of an Exp(1) score."""
+        return 1.0
 
     def _total_range(self) -> tuple[float, float]:
         hi = max(1.0, 2.0 * self.n_items)

@@ -155,7 +155,7 @@ def _decoys(key: FingerprintKey, ev: Evidence, main: _Scored, test: TestResult, 
                            log10_pvalue_sd=float(log10.std(ddof=1)) if k > 1 else 0.0,
                            effect_mean=float(finite.mean()) if finite.size else math.nan,
                            effect_sd=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
-                           min_log10_pvalue=float(log10.min()))
+                           min_log10_pvalue=float(log10.min()), log10_pvalues=log10)
     return summary, traj
 
 

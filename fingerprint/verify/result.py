@@ -96,7 +96,8 @@ class DecoySummary:
 
     ``empirical_pvalue`` = (1 + decoys at least as significant as the key) / (k + 1);
     ``ks_pvalue`` tests the decoys' randomized p-values against U(0, 1); ``passed`` is
-    ``ks_pvalue >= threshold``. Means and spreads are over decoys.
+    ``ks_pvalue >= threshold``. Means and spreads are over decoys; ``log10_pvalues`` ``(k,)``
+    holds every decoy's log10 p-value (in memory only; reports keep the summary).
     """
 
     k: int
@@ -109,6 +110,7 @@ class DecoySummary:
     effect_mean: float
     effect_sd: float
     min_log10_pvalue: float
+    log10_pvalues: np.ndarray = field(default_factory=lambda: np.zeros(0), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
