@@ -22,40 +22,52 @@ def _progress(msg: str) -> None:
     print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
+def _parse_param(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` with VALUE read as an int, a float or else a string."""
+    if "=" not in text:
+        raise FingerprintError(f"--param {text!r}: expected NAME=VALUE")
+    name, raw = (x.strip() for x in text.split("=", 1))
+    value: object = raw
+    for cast in (int, float):
+        try:
+            value = cast(raw)
+            break
+        except ValueError:
+            continue
+    return name, value
+
+
+#: Scheme parameters with a flag of their own (any other: ``--param NAME=VALUE``).
+_PARAM_FLAGS = ("context_width", "gamma", "delta", "layers", "seeding", "greenlist_ratio", "bias", "ngram_len",
+                "sampling_table_size", "sampling_table_seed", "context_history_size", "depth")
+#: Options that carry a toolkit's own secret (``Scheme.secret_options``).
+_SECRET_FLAGS = ("hashing_key", "synthid_keys")
+
+
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    params = {}
-    for name in ("context_width", "gamma", "delta", "layers", "seeding", "greenlist_ratio", "bias", "ngram_len",
-                 "sampling_table_size", "sampling_table_seed", "context_history_size"):
+    cls = SCHEMES[args.scheme]
+    params: dict[str, object] = {}
+    for name in _PARAM_FLAGS:
         value = getattr(args, name)
         if value is not None:
-            if name not in SCHEMES[args.scheme].defaults:
+            if name not in cls.defaults:
                 raise FingerprintError(f"--{name.replace('_', '-')} does not apply to scheme {args.scheme!r}")
             params[name] = value
-    if args.scheme == "hf-kgw":
-        import secrets as _secrets
-
-        from .schemes.hf_kgw import hashing_key_secret
-
-        hk = args.hashing_key if args.hashing_key is not None else _secrets.randbits(63)
-        key = FingerprintKey(hashing_key_secret(hk), "hf-kgw", params, args.vocab_size)
-    elif args.scheme == "hf-synthid" and args.synthid_keys is not None:
-        from .schemes.hf_synthid import synthid_keys_secret
-
-        try:
-            keys = [int(k) for k in args.synthid_keys.split(",")]
-        except ValueError:
-            raise FingerprintError(f"--synthid-keys must be comma-separated integers, got {args.synthid_keys!r}") \
-                from None
-        key = FingerprintKey(synthid_keys_secret(keys), "hf-synthid", {**params, "depth": len(keys)}, args.vocab_size)
+    for text in args.param or []:
+        name, value = _parse_param(text)
+        if name not in cls.defaults:
+            raise FingerprintError(f"--param {name}: scheme {args.scheme!r} has no parameter {name!r}; "
+                                   f"known: {', '.join(sorted(cls.defaults))}")
+        params[name] = value
+    given = {name: getattr(args, name) for name in _SECRET_FLAGS if getattr(args, name) is not None}
+    for name in given:
+        if name not in cls.secret_options:
+            owners = [n for n, c in SCHEMES.items() if name in c.secret_options]
+            raise FingerprintError(f"--{name.replace('_', '-')} applies only to scheme(s) {', '.join(owners)}")
+    if given:
+        secret, params = cls.secret_from_options(params, given)
+        key = FingerprintKey(secret, args.scheme, params, args.vocab_size)
     else:
-        if args.hashing_key is not None:
-            raise FingerprintError("--hashing-key applies only to scheme 'hf-kgw'")
-        if args.synthid_keys is not None:
-            raise FingerprintError("--synthid-keys applies only to scheme 'hf-synthid'")
-        if args.depth is not None:
-            if args.scheme != "hf-synthid":
-                raise FingerprintError("--depth applies only to scheme 'hf-synthid'")
-            params["depth"] = args.depth
         key = FingerprintKey.generate(args.scheme, vocab_size=args.vocab_size, **params)
     key.save(args.out, overwrite=args.force)
     print(f"wrote {args.out} (mode 0600)")
@@ -356,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--sampling-table-size", type=int, help="hf-synthid: sampling_table_size (default 65536)")
     kg.add_argument("--sampling-table-seed", type=int, help="hf-synthid: sampling_table_seed (default 0)")
     kg.add_argument("--context-history-size", type=int, help="hf-synthid: context_history_size (default 1024)")
+    kg.add_argument("--param", action="append", metavar="NAME=VALUE",
+                    help="any scheme parameter by name (repeatable), e.g. for a scheme added with register_scheme")
     kg.set_defaults(func=_cmd_keygen)
 
     ver = sub.add_parser(

@@ -119,6 +119,8 @@ class KeyedPRF:
     def _cbc_mac(self, blocks: np.ndarray) -> np.ndarray:
         """CBC-MAC of ``blocks`` (shape ``(n, k, 4)`` uint32) -> low 64 bits, shape ``(n,)``."""
         n, k, _ = blocks.shape
+        if n == 0:
+            return np.zeros(0, dtype=np.uint64)
         encryptor = Cipher(algorithms.AES(self._aes_key), modes.ECB()).encryptor()
         # update_into needs room for one extra block; buffers are passed without copies
         out = np.empty(n * 4 + 4, dtype="<u4")

@@ -70,7 +70,8 @@ body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
 th{background:#f3f3f3}.verdict{font-size:1.4em;padding:.6em 1em;border-radius:6px;display:inline-block}
 .detected{background:#fde0dc;border:2px solid #d62728}.not-detected{background:#e5f5e0;border:2px solid #31a354}
-.inconclusive{background:#fff3cd;border:2px solid #e6a700}code{font-size:.9em}.legend span{margin-right:1.5em}
+.inconclusive{background:#fff3cd;border:2px solid #e6a700}
+.insufficient-data{background:#eeeeee;border:2px solid #777777}code{font-size:.9em}.legend span{margin-right:1.5em}
 """
 
 
@@ -82,6 +83,8 @@ def render_html(doc: dict[str, Any]) -> str:
            f"<title>fingerprint verification: {e(doc['verdict'])}</title><style>{_CSS}</style></head><body>",
            "<h1>fingerprint verification</h1>",
            f"<div class='verdict {cls}'>Verdict: <b>{e(doc['verdict'])}</b> at alpha = {doc['alpha']:g}</div>",
+           "<ul>" + "".join(f"<li>key <code>{e(r['key_id'][:16])}</code>: <b>{e(r['verdict'])}</b>: "
+                            f"{e(r['reason'])}</li>" for r in doc["results"]) + "</ul>",
            f"<p>Run {e(doc['created_at'])} with fingerprint {e(doc['version'])}."
            + (" p-values are Holm-adjusted over the keys tested." if doc["holm_applied"] else "") + "</p>",
            "<table><tr>" + "".join(f"<th>{h}</th>" for h in SUMMARY_HEADER) + "</tr>"]

@@ -14,6 +14,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# fingerprint verification: **{doc['verdict']}**", "",
              f"Run {doc['created_at']} with fingerprint {doc['version']}; alpha = {doc['alpha']:g}"
              + ("; p-values Holm-adjusted over keys" if doc["holm_applied"] else "") + ".", "",
+             *[f"- key `{r['key_id'][:16]}`: **{r['verdict']}**: {r['reason']}" for r in doc["results"]], "",
              "| " + " | ".join(SUMMARY_HEADER) + " |",
              "|" + "---|" * len(SUMMARY_HEADER)]
     for r in doc["results"]:

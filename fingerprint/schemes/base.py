@@ -79,6 +79,15 @@ class Scheme(abc.ABC):
         """Length of the key's secret for these (validated) parameters."""
         return 32
 
+    #: ``keygen`` options that give the secret itself (another toolkit's own key), option name -> help.
+    secret_options: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def secret_from_options(cls, params: dict[str, Any], options: dict[str, str]) -> tuple[bytes, dict[str, Any]]:
+        """The secret (and the parameters it implies) from ``secret_options`` given as typed;
+        raises :class:`ParameterError` naming a bad value."""
+        raise ParameterError(f"scheme {cls.name!r} takes no secret options")
+
     @classmethod
     @abc.abstractmethod
     def _validate(cls, params: dict[str, Any]) -> dict[str, Any]: ...
@@ -216,7 +225,7 @@ class ReproducedScheme(Scheme):
 
     def _tuples_of_blocks(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Windows ``(n, h)`` and tokens ``(n,)`` back from blocks laid out by ``encode_tuples``."""
-        words = blocks.reshape(blocks.shape[0], -1).astype(np.int64)
+        words = blocks.reshape(blocks.shape[0], int(np.prod(blocks.shape[1:]))).astype(np.int64)
         h = self.context_width
         return words[:, 1:h + 1], words[:, h + 1]
 

@@ -184,6 +184,18 @@ class HfKgwScheme(ReproducedScheme):
         self.greenlist_size = int(self.vocab_size * self.params["greenlist_ratio"])
         self._gamma = self.greenlist_size / self.vocab_size
 
+    secret_options = {"hashing_key": "transformers' WatermarkingConfig hashing_key (kept secret in the key file; "
+                                     "default: a random 63-bit key)"}
+
+    @classmethod
+    def secret_from_options(cls, params: dict[str, Any], options: dict[str, str]) -> tuple[bytes, dict[str, Any]]:
+        raw = options["hashing_key"]
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ParameterError(f"hashing key must be an integer, got {raw!r}") from None
+        return hashing_key_secret(value), params
+
     @classmethod
     def _validate(cls, params: dict[str, Any]) -> dict[str, Any]:
         if params["seeding"] not in ("lefthash", "selfhash"):

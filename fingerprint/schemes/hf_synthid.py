@@ -117,6 +117,18 @@ class HfSynthIdScheme(ReproducedScheme):
     def secret_bytes(cls, params: dict[str, Any]) -> int:
         return 8 * params["depth"]
 
+    secret_options = {"synthid_keys": "transformers' SynthIDTextWatermarkingConfig keys, comma-separated (kept "
+                                      "secret in the key file; default: depth random keys)"}
+
+    @classmethod
+    def secret_from_options(cls, params: dict[str, Any], options: dict[str, str]) -> tuple[bytes, dict[str, Any]]:
+        raw = options["synthid_keys"]
+        try:
+            keys = [int(k) for k in raw.split(",")]
+        except ValueError:
+            raise ParameterError(f"SynthID keys must be comma-separated integers, got {raw!r}") from None
+        return synthid_keys_secret(keys), {**params, "depth": len(keys)}
+
     # ---- hashes and g-values -----------------------------------------------------------
     def ngram_hashes(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """transformers' hash of each (window, token), before the keys: ``(n,)`` uint64."""

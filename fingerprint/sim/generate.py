@@ -14,7 +14,7 @@ import numpy as np
 from ..schemes import Scheme
 from ..schemes.base import apply_temperature_top_p, sample_from_logp
 
-__all__ = ["LanguageModel", "generate"]
+__all__ = ["LanguageModel", "generate", "context_tail"]
 
 
 class LanguageModel(Protocol):
@@ -28,7 +28,7 @@ class LanguageModel(Protocol):
     def next_logprobs(self, contexts: np.ndarray) -> np.ndarray: ...
 
 
-def _tail(history: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+def context_tail(history: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
     """Last ``width`` tokens of each row of a right-padded history; ``-1`` where missing."""
     if width == 0:
         return np.zeros((history.shape[0], 0), dtype=np.int64)
@@ -60,7 +60,7 @@ def generate(model: LanguageModel, prompts: Sequence[np.ndarray], max_new_tokens
             history[i, :p.size] = p
         tops = []
         for _ in range(max_new_tokens):
-            logp = model.next_logprobs(_tail(history, lengths, c))
+            logp = model.next_logprobs(context_tail(history, lengths, c))
             if top_logprobs:
                 dist = apply_temperature_top_p(logp, temperature, top_p)
                 ids = np.argpartition(-dist, top_logprobs, axis=1)[:, :top_logprobs]
@@ -70,7 +70,7 @@ def generate(model: LanguageModel, prompts: Sequence[np.ndarray], max_new_tokens
             if scheme is None:
                 nxt = sample_from_logp(apply_temperature_top_p(logp, temperature, top_p), rng)
             else:
-                nxt = scheme.sample(logp, _tail(history, lengths, scheme.context_width), rng,
+                nxt = scheme.sample(logp, context_tail(history, lengths, scheme.context_width), rng,
                                     temperature=temperature, top_p=top_p)
             history[np.arange(b), lengths] = nxt
             lengths += 1

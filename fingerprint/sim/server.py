@@ -30,7 +30,7 @@ import numpy as np
 from ..schemes import Scheme
 from ..tokenize import token_bytes_table
 from ..schemes.base import apply_temperature_top_p, sample_from_logp
-from .generate import LanguageModel, _tail
+from .generate import LanguageModel, context_tail
 
 __all__ = ["Faults", "ServedModel", "LocalServer", "serve"]
 
@@ -96,10 +96,10 @@ class ServedModel:
         lengths = np.full(n, prompt_tokens.size, dtype=np.int64)
         lps: list[np.ndarray] = []
         for _ in range(max_tokens):
-            logp = self.model.next_logprobs(_tail(hist, lengths, c))
+            logp = self.model.next_logprobs(context_tail(hist, lengths, c))
             dist = apply_temperature_top_p(logp, max(temperature, 1e-4), top_p)
             if self.scheme is not None:
-                nxt = self.scheme.sample(logp, _tail(hist, lengths, h), rng,
+                nxt = self.scheme.sample(logp, context_tail(hist, lengths, h), rng,
                                          temperature=max(temperature, 1e-4), top_p=top_p)
             else:
                 nxt = sample_from_logp(dist, rng)

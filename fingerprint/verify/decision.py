@@ -35,7 +35,7 @@ def _fmt_effect(x: float) -> str:
 
 
 def verdict_of(adjusted_log10_pvalue: float, alpha: float, decoys: DecoySummary | None,
-               sufficiency: Sufficiency, *, item_name: str = "tuples") -> tuple[str, str]:
+               sufficiency: Sufficiency, *, n_items: int, item_name: str = "tuples") -> tuple[str, str]:
     """The verdict of one key and a sentence giving the reason.
 
     * ``inconclusive`` when the decoys' p-values are not uniform (the theoretical null may not
@@ -54,11 +54,14 @@ def verdict_of(adjusted_log10_pvalue: float, alpha: float, decoys: DecoySummary 
         return VERDICT_DETECTED, f"p-value at or below alpha = {alpha:g}"
     if not sufficiency.sufficient:
         need = sufficiency.items_needed
-        need_s = f"about {need:,.0f}" if math.isfinite(need) else "more"
-        return VERDICT_INSUFFICIENT, (f"not enough {item_name} to detect an effect of "
-                                      f"{_fmt_effect(sufficiency.target_effect)} at alpha = {alpha:g}: the smallest "
-                                      f"detectable effect here is {_fmt_effect(sufficiency.min_detectable_effect)}; "
-                                      f"{need_s} {item_name} are needed")
+        need_s = f"about {need:,.0f}" if math.isfinite(need) else "many more"
+        target = _fmt_effect(sufficiency.target_effect)
+        if math.isfinite(sufficiency.min_detectable_effect):
+            could = f"the smallest effect these could show is {_fmt_effect(sufficiency.min_detectable_effect)}"
+        else:
+            could = "not even a fully fingerprinted text of this size would reach alpha"
+        return VERDICT_INSUFFICIENT, (f"{n_items:,} {item_name} are not enough to detect an effect of {target} at "
+                                      f"alpha = {alpha:g} ({could}); {need_s} are needed")
     return VERDICT_NOT_DETECTED, (f"p-value above alpha = {alpha:g}, and the data could have detected an effect "
                                   f"of {_fmt_effect(sufficiency.min_detectable_effect)} or more")
 

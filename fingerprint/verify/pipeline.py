@@ -180,7 +180,7 @@ def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_key
     level = mde_log10_alpha(options.alpha, n_keys)
     mde = main.null.min_detectable_effect(level)
     sufficiency = Sufficiency(min_detectable_effect=mde, target_effect=effect_max,
-                              items_needed=main.null.items_needed(effect_max, level) if n else math.inf,
+                              items_needed=main.null.items_needed(effect_max, level),
                               sufficient=mde <= effect_max)
 
     marks = _trajectory_marks(ev.n_tokens, options.trajectory_points)
@@ -232,7 +232,7 @@ def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKe
     results = []
     for raw, adj in zip(raws, adjusted):
         verdict, reason = verdict_of(float(adj), options.alpha, raw["decoys"], raw["sufficiency"],
-                                     item_name=_ITEM_NAME[options.mode])
+                                     n_items=raw["counts"].scored, item_name=_ITEM_NAME[options.mode])
         if verdict != "detected" and verdict != "not detected":
             out_notes.append(f"key {raw['key']['key_id']}: {verdict}: {reason}")
         results.append(KeyResult(key=raw["key"], mode=options.mode, test=raw["test"], holm_log10_pvalue=float(adj),
