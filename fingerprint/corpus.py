@@ -33,6 +33,8 @@ __all__ = ["Exchange", "TokenLogprobs", "InputFile", "SkippedRecord", "ExchangeS
 
 #: Per token: (the token's bytes, [(candidate bytes, log-probability), ...] best first).
 TokenLogprobs = tuple[tuple[bytes, tuple[tuple[bytes, float], ...]], ...]
+#: (id, prompt, response, logprobs, prompt logprobs) of one exchange read from a record.
+_Record = tuple[str | None, str, str, TokenLogprobs | None, TokenLogprobs | None]
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ def _completion_logprobs(lp: Any, prompt: str, echo: bool) -> tuple[TokenLogprob
     return tuple(entries[n_prompt:]), tuple(entries[:n_prompt])
 
 
-def _exchange_records(obj: dict[str, Any], *, require_prompt: bool) -> list[tuple[str | None, str, str]]:
+def _exchange_records(obj: dict[str, Any], *, require_prompt: bool) -> list[_Record]:
     """(id, prompt, response) of a plain exchange record."""
     response = _require(obj, "response")
     if not isinstance(response, str):
@@ -205,7 +207,7 @@ def _exchange_records(obj: dict[str, Any], *, require_prompt: bool) -> list[tupl
     return [(None if rid is None else str(rid), prompt, response, None, None)]
 
 
-def _evidence_records(obj: dict[str, Any]) -> list[tuple[str | None, str, str]] | None:
+def _evidence_records(obj: dict[str, Any]) -> list[_Record] | None:
     """(id, prompt, response) per choice of an evidence record; None for a failed request."""
     if obj.get("type") == "header":
         return []
@@ -224,7 +226,7 @@ def _evidence_records(obj: dict[str, Any]) -> list[tuple[str | None, str, str]] 
     choices = body.get("choices")
     if not isinstance(choices, list):
         raise _RecordError('field "response.choices" missing or not a list')
-    out = []
+    out: list[_Record] = []
     base = f"{obj.get('prompt_id', '?')}#{obj.get('sample', 0)}"
     for i, choice in enumerate(choices):
         if not isinstance(choice, dict):

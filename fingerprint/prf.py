@@ -130,7 +130,8 @@ class KeyedPRF:
                 chained = np.bitwise_xor(state, blocks[:, j, :])
             else:
                 chained = np.ascontiguousarray(blocks[:, 0, :])
-            encryptor.update_into(memoryview(chained).cast("B"), memoryview(out).cast("B"))
+            encryptor.update_into(memoryview(chained).cast("B"),
+                                  memoryview(out).cast("B"))  # type: ignore[arg-type]
         encryptor.finalize()
         return state.view("<u8")[:, 0].astype(np.uint64)
 

@@ -163,7 +163,7 @@ def load_config(path: str | Path) -> tuple[Thresholds, Tolerances]:
         raise InputError(f"{path}: cannot read config: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
-    out = []
+    out: list[Any] = []
     for section, cls in (("thresholds", Thresholds), ("tolerances", Tolerances)):
         values = data.get(section, {})
         known = set(cls.__dataclass_fields__)

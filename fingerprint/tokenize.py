@@ -148,6 +148,7 @@ def token_bytes_table(tokenizer: Tokenizer_) -> list[bytes]:
     enc = getattr(tokenizer, "_enc", None)
     if enc is not None:
         return [enc.decode_single_token_bytes(i) for i in range(tokenizer.vocab_size)]
+    assert isinstance(tokenizer, TokenizerWrapper)
     backend = tokenizer.backend
     dec = _byte_level_decoder()
     out = []

@@ -52,4 +52,4 @@ class FingerprintLogitsProcessor(LogitsProcessor):
         if full.any():
             rows = np.flatnonzero(full)
             out[rows] = s.warp_logits(logits[rows], ctx[rows], self._rng)
-        return torch.from_numpy(out).to(dtype=scores.dtype, device=scores.device)
+        return torch.from_numpy(out).to(dtype=scores.dtype, device=scores.device)  # type: ignore[return-value]

@@ -179,7 +179,7 @@ class Scheme(abc.ABC):
         logits = check_logits(logits, self.vocab_size)
         chosen = self.sample(logits, contexts, rng)
         out = np.full(logits.shape, np.finfo(np.float32).min, dtype=np.float64)
-        out[np.arange(out.shape[0]), chosen] = 0.0
+        out[np.arange(len(out)), chosen] = 0.0
         return out
 
     # ---- embed side -------------------------------------------------------------------
@@ -264,7 +264,7 @@ def check_contexts(contexts: np.ndarray, batch: int, h: int, vocab_size: int) ->
     if contexts.size and (contexts.max() >= vocab_size or contexts.min() < -1):
         bad = contexts[(contexts >= vocab_size) | (contexts < -1)][0]
         raise TokenError(f"context token id {bad} outside [0, {vocab_size}) (use -1 for unknown)")
-    full = (contexts >= 0).all(axis=1) if h else np.ones(batch, dtype=bool)
+    full = np.asarray((contexts >= 0).all(axis=1)) if h else np.ones(batch, dtype=bool)
     return contexts, full
 
 

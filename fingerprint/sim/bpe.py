@@ -22,7 +22,9 @@ def train_bpe_tokenizer(paragraphs: Sequence[str], *, vocab_size: int = 8192,
     """
     path = cache_dir() / f"tokenizer-{corpus_digest(paragraphs)}-{vocab_size}.json"
     if cache and path.is_file():
-        return load_tokenizer(path)
+        loaded = load_tokenizer(path)
+        assert isinstance(loaded, TokenizerWrapper)
+        return loaded
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -45,7 +45,8 @@ class _Net(nn.Module):
         """(b, c) token ids -> (b, c, V) next-token logits at every position."""
         c = x.shape[1]
         h = self.embed(x) + self.pos[:c]
-        h = self.blocks(h, mask=self.mask[:c, :c], is_causal=True)
+        mask: torch.Tensor = self.mask  # type: ignore[assignment]
+        h = self.blocks(h, mask=mask[:c, :c], is_causal=True)
         return self.head(self.norm(h))
 
 

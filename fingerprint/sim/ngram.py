@@ -142,7 +142,7 @@ class NgramLM:
             for field in ("keys", "starts", "lengths", "totals", "next_ids", "counts"):
                 arrays[f"l{i}_{field}"] = getattr(lv, field)
         tmp = Path(f"{path}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)
 
     @classmethod

@@ -81,7 +81,7 @@ class ServedModel:
         tokens, _ = self.tokenizer.encode_batch([text])
         return tokens
 
-    def token_entry(self, token: int, logprob: float) -> dict[str, Any]:
+    def token_entry(self, token: int, logprob: float | None) -> dict[str, Any]:
         b = self.token_bytes[token]
         return {"token": b.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(b)}
 

@@ -186,7 +186,7 @@ class BinomialNull(NullModel):
         return f"BinomialNull(n_items={self.n_items}, p={self.p}, trials_per_item={self.trials_per_item})"
 
     def log10_sf(self, totals: np.ndarray) -> np.ndarray:
-        return log10_binomial_sf_array(np.rint(np.asarray(totals, dtype=np.float64)), self.n_trials, self.p)
+        return log10_binomial_sf_array(np.rint(np.asarray(totals, dtype=np.float64)), np.asarray(self.n_trials), self.p)
 
     def log10_sf_prefixes(self, totals: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         return log10_binomial_sf_array(np.rint(np.asarray(totals, dtype=np.float64)),
@@ -200,11 +200,11 @@ class BinomialNull(NullModel):
         return self.test(total, confidence_level=confidence_level).effect
 
     def test(self, total: float, *, confidence_level: float = 0.95) -> TestResult:
-        return binomial_test(int(round(total)), self.n_trials, self.p, confidence_level=confidence_level)
+        return binomial_test(int(round(total)), int(self.n_trials), self.p, confidence_level=confidence_level)
 
     def log10_bayes_factor(self, total: float, effect_max: float | None = None) -> float:
         e = self.effect_prior_default if effect_max is None else effect_max
-        return log10_bayes_factor_binomial(int(round(total)), self.n_trials, self.p, e)
+        return log10_bayes_factor_binomial(int(round(total)), int(self.n_trials), self.p, e)
 
     def prefix(self, m: int) -> "BinomialNull":
         return BinomialNull(m, self.p, self.trials_per_item)
@@ -261,7 +261,7 @@ class GammaNull(NullModel):
         return f"GammaNull(n_items={self.n_items})"
 
     def log10_sf(self, totals: np.ndarray) -> np.ndarray:
-        return log10_gamma_sf_array(np.asarray(totals, dtype=np.float64), self.n_items)
+        return log10_gamma_sf_array(np.asarray(totals, dtype=np.float64), np.asarray(self.n_items))
 
     def log10_sf_prefixes(self, totals: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         return log10_gamma_sf_array(np.asarray(totals, dtype=np.float64), np.asarray(sizes))
@@ -388,13 +388,13 @@ class ShiftNull(NullModel):
 
     def test(self, total: float, *, confidence_level: float = 0.95) -> TestResult:
         log10_p = float(self.log10_sf(np.array([total]))[0])
-        return TestResult(self.test_name, float(total), self.n_trials, self.null_rate, log10_p,
+        return TestResult(self.test_name, float(total), int(self.n_trials), self.null_rate, log10_p,
                           self.effect(total, confidence_level=confidence_level))
 
     def log10_bayes_factor(self, total: float, effect_max: float | None = None) -> float:
         """Models the g-bits as independent Bernoulli(1/2) under H0 and H1 (descriptive)."""
         e = self.effect_prior_default if effect_max is None else effect_max
-        return log10_bayes_factor_binomial(int(round(total)), self.n_trials, 0.5, e)
+        return log10_bayes_factor_binomial(int(round(total)), int(self.n_trials), 0.5, e)
 
     def prefix(self, m: int) -> "ShiftNull":
         return ShiftNull(self.units[:m], self.shift_g, self.depth)

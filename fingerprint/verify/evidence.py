@@ -193,7 +193,7 @@ def merge(*shards: Evidence) -> Evidence:
     ids = np.concatenate([s.dedup_ids for s in ordered])
     pos = np.concatenate([s.positions for s in ordered])
     text = np.concatenate([s.text_index for s in ordered])
-    weights = None if first.weights is None else np.concatenate([s.weights for s in ordered])  # type: ignore[misc]
+    weights = None if first.weights is None else np.concatenate([s.weights for s in ordered])
     keep = keep_first_positions(ids, pos)
     dropped: dict[str, int] = {}
     for s in ordered:

@@ -217,10 +217,11 @@ def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKe
     raws = []
     for key in key_list:
         scheme = key.scheme_object()
-        ev = by_width.get(scheme.context_width)
-        if ev is None:
+        found = by_width.get(scheme.context_width)
+        if found is None:
             raise ParameterError(f"no evidence for key {key.key_id[:12]}'s context width {scheme.context_width} "
                                  f"(have {sorted(by_width)})")
+        ev = found
         if ev.mode != options.mode:
             raise ParameterError(f"evidence of mode {ev.mode!r} given for options.mode {options.mode!r}")
         if ev.vocab_size > key.vocab_size:
