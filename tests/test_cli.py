@@ -36,8 +36,16 @@ def test_roundtrip_command_runs(teacher):
     res = subprocess.run([sys.executable, "-m", "fingerprint.cli", "roundtrip", "--prompts", "4",
                           "--tokens", "40"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert "all as expected" in res.stdout
-    assert res.stdout.count("not detected") == 3
+    rows = {}
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[1] in ("fingerprinted", "plain"):
+            rows[(parts[0], parts[1])] = (int(parts[2]), float(parts[3]))
+    assert {s for s, _ in rows} == {"greenlist", "gumbel", "tournament"}
+    for scheme in ("greenlist", "gumbel", "tournament"):
+        scored, p_marked = rows[(scheme, "fingerprinted")]
+        assert scored > 100 and p_marked < 1e-6, (scheme, rows)
+        assert rows[(scheme, "plain")][1] > 1e-3, (scheme, rows)
 
 
 def test_demo_detects_the_student_and_clears_the_control(teacher, tmp_path):
