@@ -145,6 +145,12 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _anytime_cell(r: dict) -> str:
+    from .report import format_pvalue
+
+    return "n/a" if r["anytime_log10_pvalue"] is None else format_pvalue(r["anytime_log10_pvalue"])
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .corpus import read_exchanges, sha256_file
     from .report import build_report, format_pvalue, render_html, render_markdown, write_json, write_text
@@ -160,9 +166,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     served = None
     if args.served:
         served = read_exchanges(args.served, skip_invalid=args.skip_invalid, require_prompt=False)
+    optional_stopping = bool(args.optional_stopping or suspect.stopping_rules)
+    if suspect.stopping_rules:
+        progress(f"evidence gathered with a stopping rule ({suspect.stopping_rules[0]['file']}): the anytime-valid "
+                 f"p-value decides")
     options = VerifyOptions(mode=args.mode, alpha=args.alpha, n_decoys=args.decoys, decoy_seed=args.decoy_seed,
                             prior_probability=args.prior, effect_prior_max=args.effect_prior_max,
-                            fed_texts_clean=args.fed_texts_clean)
+                            fed_texts_clean=args.fed_texts_clean, optional_stopping=optional_stopping)
     result = verify_exchanges(suspect, tokenizer, keys, options=options, served=served, progress=progress)
     doc = build_report(result, suspect=suspect, served=served, tokenizer_path=str(args.tokenizer),
                        tokenizer_sha256=sha256_file(args.tokenizer))
@@ -176,7 +186,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     print(f"\nfingerprint verify: {doc['n_texts']:,} responses, {doc['n_tokens']:,} tokens read, "
           f"{doc['skipped']['count']:,} skipped, alpha = {args.alpha:g}"
           + (" (Holm over keys)" if doc["holm_applied"] else ""))
-    header = (f"{'key':<14} {'scheme':<10} {'scored':>9} {'p-value':>12} {'effect [95% CI]':>30} "
+    header = (f"{'key':<14} {'scheme':<10} {'scored':>9} {'p-value':>12} {'anytime p':>11} {'effect [95% CI]':>30} "
               f"{'decoys':>14} {'log10 BF':>9} {'posterior':>10}  verdict")
     print(header)
     print("-" * len(header))
@@ -187,13 +197,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         dec = "none" if d is None else f"{'pass' if d['passed'] else 'FAIL'} KS {d['ks_pvalue']:.2f}"
         post = "> 0.999999" if r["posterior"] > 0.999999 else f"{r['posterior']:.6f}"
         print(f"{r['key_id'][:14]:<14} {r['scheme']:<10} {r['n_scored']:>9,} "
-              f"{format_pvalue(r['holm_log10_pvalue']):>12} {ci:>30} {dec:>14} "
+              f"{format_pvalue(r['holm_log10_pvalue']):>12} {_anytime_cell(r):>11} {ci:>30} {dec:>14} "
               f"{r['log10_bayes_factor']:>9.2f} {post:>10}  {r['verdict']}")
     for note in doc["notes"]:
         print(f"note: {note}")
     for label, path in (("json", args.json), ("markdown", args.markdown), ("html", args.html)):
         if path:
             print(f"{label} report: {path}")
+    valid = {r["valid_pvalue"] for r in doc["results"]}
+    print("p-value: " + ("the anytime-valid p-value decides (evidence gathered with a stopping rule)"
+                         if valid == {"anytime"} else "fixed-n (valid when the amount of evidence was fixed in "
+                                                      "advance; the anytime-valid one holds under any stopping)"))
     print(f"verdict: {doc['verdict']} ({time.perf_counter() - t0:.1f}s)")
     if args.fail_on_detect and doc["verdict"] == VERDICT_DETECTED:
         return EXIT_DETECTED
@@ -217,8 +231,22 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         api_key_env=args.api_key_env)
     limits = ClientLimits(concurrency=args.concurrency, rate=args.rate, connect_timeout=args.connect_timeout,
                           read_timeout=args.read_timeout, max_attempts=args.max_attempts)
+    monitor = None
+    if args.until_detected:
+        from .apps.until_detected import AnytimeDetectionMonitor
+        from .tokenize import load_tokenizer
+
+        if not args.key or not args.tokenizer:
+            raise FingerprintError("--until-detected needs --key and --tokenizer (the owner's)")
+        monitor = AnytimeDetectionMonitor(FingerprintKey.load(args.key),
+                                          load_tokenizer(args.tokenizer, tiktoken_pattern=args.tiktoken_pattern),
+                                          alpha=args.alpha, check_every=args.check_every,
+                                          max_requests=args.max_requests)
+    elif args.key or args.tokenizer:
+        raise FingerprintError("--key and --tokenizer apply to collect only with --until-detected")
     try:
-        stats = run_collect(args.prompts, settings, args.out, limits=limits, quiet=args.quiet)
+        stats = run_collect(args.prompts, settings, args.out, limits=limits, quiet=args.quiet, monitor=monitor,
+                            max_requests=args.max_requests)
     except KeyboardInterrupt:
         print(f"\nfingerprint: interrupted; every finished exchange is in {args.out}. "
               f"Rerun the same command to resume.", file=sys.stderr)
@@ -227,6 +255,13 @@ def _cmd_collect(args: argparse.Namespace) -> int:
           f"{stats.already_done:,} of {stats.planned:,} planned; {stats.retries:,} retries; "
           f"{stats.rate:.1f} req/s over {stats.elapsed:.1f}s")
     print(f"evidence: {args.out} (last sha256 {stats.last_sha256})")
+    if monitor is not None:
+        from .report import format_pvalue
+
+        used = stats.already_done + stats.collected
+        print(f"until detected: {'STOPPED: detected' if stats.stopped_early else 'budget used, not detected'}; "
+              f"anytime-valid p = {format_pvalue(monitor.last_log10_pvalue)} (alpha = {args.alpha:g}) after "
+              f"{used:,} of {stats.planned:,} requests")
     return EXIT_OK
 
 
@@ -397,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "power); without it, pairs occurring in the fed texts are not scored")
     ver.add_argument("--served", nargs="+", help="the owner's served outputs (JSONL): score only windows "
                                                  "seen there (the supervised setting)")
+    ver.add_argument("--optional-stopping", action="store_true",
+                     help="the evidence was gathered until a result was seen: decide on the anytime-valid p-value "
+                          "(set automatically for evidence written by collect --until-detected)")
     ver.add_argument("--decoys", type=int, default=100, help="decoy keys for the null control (default 100)")
     ver.add_argument("--decoy-seed", type=int, default=0, help="seed of the decoy keys (default 0)")
     ver.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
@@ -442,6 +480,20 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
     col.add_argument("--read-timeout", type=float, default=120.0, help="seconds (default 120)")
     col.add_argument("--max-attempts", type=int, default=6, help="attempts per exchange (default 6)")
+    col.add_argument("--max-requests", type=int, metavar="N",
+                     help="ask at most N (prompt, sample) pairs in all, those already in the evidence included "
+                          "(default: all)")
+    col.add_argument("--until-detected", action="store_true",
+                     help="stop as soon as the anytime-valid p-value of --key reaches --alpha (an e-process: valid "
+                          "under this optional stopping, unlike a fixed-n p-value); the rule is recorded in the "
+                          "evidence header and resuming continues the same e-process")
+    col.add_argument("--key", help="with --until-detected: the key file to test for")
+    col.add_argument("--tokenizer", help="with --until-detected: the owner's tokenizer.json or tiktoken file")
+    col.add_argument("--tiktoken-pattern", help="with --until-detected: pre-tokenization regex of a tiktoken file")
+    col.add_argument("--alpha", type=float, default=1e-6,
+                     help="with --until-detected: stop at this anytime-valid p-value (default 1e-6)")
+    col.add_argument("--check-every", type=int, default=16,
+                     help="with --until-detected: re-test after this many answers (default 16)")
     col.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     col.set_defaults(func=_cmd_collect)
 

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from .errors import InputError
 
 __all__ = ["Exchange", "TokenLogprobs", "InputFile", "SkippedRecord", "ExchangeSet", "read_exchanges", "sha256_file",
-           "messages_text"]
+           "messages_text", "evidence_record_exchanges"]
 
 
 #: Per token: (the token's bytes, [(candidate bytes, log-probability), ...] best first).
@@ -79,6 +79,8 @@ class ExchangeSet:
     files: list[InputFile] = field(default_factory=list)
     skipped: list[SkippedRecord] = field(default_factory=list)
     failed_requests: int = 0
+    #: Stopping rules recorded in evidence headers (``collect --until-detected``), with their file.
+    stopping_rules: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def prompts(self) -> list[str]:
@@ -252,6 +254,20 @@ def _evidence_records(obj: dict[str, Any]) -> list[_Record] | None:
     return out
 
 
+def evidence_record_exchanges(record: dict[str, Any], *, source: str = "") -> list[Exchange] | None:
+    """The exchanges (one per choice) of one evidence record, as :func:`read_exchanges` reads
+    them; ``[]`` for the header, ``None`` for a failed request. Raises :class:`InputError` for a
+    malformed record."""
+    try:
+        records = _evidence_records(record)
+    except _RecordError as exc:
+        raise InputError(f"{source or 'evidence record'}: {exc}") from None
+    if records is None:
+        return None
+    return [Exchange(rid if rid is not None else source, prompt, response, source, lp, plp)
+            for rid, prompt, response, lp, plp in records]
+
+
 def _looks_like_jsonl(path: Path, head: bytes) -> bool:
     if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         return True
@@ -310,6 +326,8 @@ def read_exchanges(paths: Sequence[str | os.PathLike[str]], *, skip_invalid: boo
                     raise _RecordError(f"expected a JSON object, got {type(obj).__name__}")
                 if _is_evidence(obj):
                     formats.add("evidence")
+                    if obj.get("type") == "header" and isinstance(obj.get("stopping_rule"), dict):
+                        result.stopping_rules.append({"file": str(path), **obj["stopping_rule"]})
                     records = _evidence_records(obj)
                     if records is None:
                         result.failed_requests += 1

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import httpx
 
@@ -202,6 +202,8 @@ class CollectStats:
     retries: int = 0
     elapsed: float = 0.0
     last_sha256: str = ""
+    #: A stopping rule ended the collection before its budget.
+    stopped_early: bool = False
 
     @property
     def rate(self) -> float:
@@ -322,19 +324,50 @@ def _progress_line(stats: CollectStats, todo: int, t0: float) -> str:
             f"ETA {eta_s}  failures {stats.failed}  retries {stats.retries}")
 
 
+class StopMonitor(Protocol):
+    """Decides, record by record, whether the collection has gathered enough (a stopping rule).
+
+    ``rule`` is written into the evidence header (so a verifier knows the evidence was gathered
+    with optional stopping); ``observe`` sees every record in the order it is appended (the
+    records already in the file first, on a resume) and returns True to stop: requests in flight
+    finish and are recorded, no new ones start."""
+
+    rule: dict[str, Any]
+
+    def observe(self, record: dict[str, Any]) -> bool: ...
+
+
 async def collect(prompts: Sequence[PromptRecord], settings: CollectSettings, out: str | os.PathLike[str], *,
                   limits: ClientLimits = ClientLimits(), api_key: str | None = None,
                   progress: Callable[[str], None] | None = None,
-                  transport: httpx.AsyncBaseTransport | None = None) -> CollectStats:
-    """Collect every (prompt, sample) not yet in the evidence file ``out``; append records."""
+                  transport: httpx.AsyncBaseTransport | None = None,
+                  monitor: StopMonitor | None = None, max_requests: int | None = None) -> CollectStats:
+    """Collect every (prompt, sample) not yet in the evidence file ``out``; append records.
+
+    ``monitor`` (optional) stops the collection early (``collect --until-detected``);
+    ``max_requests`` caps the (prompt, sample) pairs asked in all, those already in the file
+    included."""
     settings.validate()
     limits.validate()
-    header = {"created_at": _now(), "settings": settings.public()}
+    if max_requests is not None and max_requests < 1:
+        raise ParameterError(f"max requests must be >= 1, got {max_requests}")
+    header: dict[str, Any] = {"created_at": _now(), "settings": settings.public()}
+    if monitor is not None:
+        header["stopping_rule"] = monitor.rule
     writer, existing = open_for_append(out, header)
     done = {(r.get("prompt_id"), r.get("sample")) for r in existing
             if r.get("type") == "exchange" and r.get("status") == 200 and r.get("response") is not None}
     jobs = [(p, s) for p in prompts for s in range(settings.samples) if (p.id, s) not in done]
-    stats = CollectStats(planned=len(prompts) * settings.samples, already_done=len(done))
+    if max_requests is not None:
+        jobs = jobs[:max(0, max_requests - len(done))]
+    stats = CollectStats(planned=len(prompts) * settings.samples if max_requests is None
+                         else min(max_requests, len(prompts) * settings.samples), already_done=len(done))
+    stop = asyncio.Event()
+    if monitor is not None:
+        for r in existing:
+            if r.get("type") == "exchange" and monitor.observe(r):
+                stop.set()
+                stats.stopped_early = True
     headers = {"User-Agent": "fingerprint-collect", **settings.headers}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -362,12 +395,17 @@ async def collect(prompts: Sequence[PromptRecord], settings: CollectSettings, ou
 
     async def worker(queue: asyncio.Queue, client: httpx.AsyncClient) -> None:
         while True:
+            if stop.is_set():
+                return
             try:
                 p, s = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
             rec = await _exchange(client, settings, limits, p, s, sem, limiter, stats, api_key)
             writer.append(rec)
+            if monitor is not None and not stop.is_set() and monitor.observe(rec):
+                stop.set()
+                stats.stopped_early = True
 
     queue: asyncio.Queue = asyncio.Queue()
     for job in jobs:
@@ -392,7 +430,8 @@ async def collect(prompts: Sequence[PromptRecord], settings: CollectSettings, ou
 
 
 def run_collect(prompts_path: str, settings: CollectSettings, out: str, *, limits: ClientLimits,
-                quiet: bool = False) -> CollectStats:
+                quiet: bool = False, monitor: StopMonitor | None = None,
+                max_requests: int | None = None) -> CollectStats:
     """Synchronous entry point for the CLI: reads the prompts and the API key, runs collect."""
     prompts = read_prompts(prompts_path)
     api_key = None
@@ -412,7 +451,8 @@ def run_collect(prompts_path: str, settings: CollectSettings, out: str, *, limit
             last[0] = time.monotonic()
             print(line, file=sys.stderr, flush=True)
 
-    stats = asyncio.run(collect(prompts, settings, out, limits=limits, api_key=api_key, progress=show))
+    stats = asyncio.run(collect(prompts, settings, out, limits=limits, api_key=api_key, progress=show,
+                                monitor=monitor, max_requests=max_requests))
     if tty and not quiet:
         print(file=sys.stderr)
     return stats

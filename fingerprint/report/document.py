@@ -30,7 +30,9 @@ Per key: ``key_id``, ``scheme``, ``params``, ``vocab_size``, ``n_texts``, ``n_to
 ``ks_pvalue``, ``passed``, ``log10_pvalue_mean``, ``log10_pvalue_sd``, ``effect_mean``,
 ``effect_sd``, ``min_log10_pvalue``; null without decoys), ``log10_bayes_factor``,
 ``bayes`` (``effect_prior``, ``effect_prior_max``, ``prior_probability``), ``posterior``,
-``verdict``, ``reason`` (a sentence), ``mode`` (``text``/``logprobs``/``reading``),
+``anytime_log10_pvalue`` (the e-process's anytime-valid p-value, valid under optional stopping;
+null for statistics without one), ``valid_pvalue`` (``fixed-n`` or ``anytime``: which p-value the
+verdict uses, set by how the evidence was gathered), ``verdict``, ``reason`` (a sentence), ``mode`` (``text``/``logprobs``/``reading``),
 ``sufficiency`` (``min_detectable_effect``: the smallest effect the data could detect at the
 level the key is tested at, ``target_effect``, ``items_needed`` to detect it, ``sufficient``),
 ``trajectory`` (``[{tokens_read, n_scored, log10_pvalue, decoy_low,
@@ -83,6 +85,8 @@ def _key_result_dict(r: KeyResult, n_texts: int, n_tokens: int) -> dict[str, Any
         "pvalue": t.pvalue,
         "log10_pvalue": t.log10_pvalue,
         "holm_log10_pvalue": r.holm_log10_pvalue,
+        "anytime_log10_pvalue": r.anytime_log10_pvalue,
+        "valid_pvalue": r.valid_pvalue,
         "effect": {"value": _num(t.effect.value), "ci_low": _num(t.effect.ci_low),
                    "ci_high": _num(t.effect.ci_high), "confidence_level": t.effect.confidence_level,
                    "method": t.effect.method},
@@ -104,7 +108,8 @@ def _key_result_dict(r: KeyResult, n_texts: int, n_tokens: int) -> dict[str, Any
                         "sufficient": r.sufficiency.sufficient},
         "trajectory": [{"tokens_read": p.tokens_read, "n_scored": p.n_scored,
                         "log10_pvalue": p.log10_pvalue, "decoy_low": _num(p.decoy_low),
-                        "decoy_median": _num(p.decoy_median), "decoy_high": _num(p.decoy_high)}
+                        "decoy_median": _num(p.decoy_median), "decoy_high": _num(p.decoy_high),
+                        "anytime_log10_pvalue": _num(p.anytime_log10_pvalue)}
                        for p in r.trajectory],
         "responses": [{"id": rid, "n_tokens": int(nt), "n_scored": int(ns), "statistic": float(st),
                        "log10_pvalue": float(lp)}

@@ -47,6 +47,15 @@ def methods_text(doc: dict[str, Any]) -> list[str]:
         f"The verdict compares the p-value (Holm-adjusted when several keys are tested) with alpha = "
         f"{doc['alpha']:g}. The Bayes factor compares H1 ({doc['bayes']['effect_prior']}) with H0; the "
         f"posterior uses a prior probability of {doc['bayes']['prior_probability']:g}.",
+        "The anytime-valid p-value comes from an e-process over the distinct tuples in the order they "
+        "were collected (a mixture of likelihood ratios; Ville's inequality): it stays valid however the "
+        "collection was stopped, including 'stop once the result is significant', where a fixed-n p-value "
+        "checked repeatedly is not. "
+        + ("This evidence was gathered with a stopping rule, so the verdict uses the anytime-valid p-value."
+           if doc.get("valid_pvalue") == "anytime" else
+           "This evidence was not gathered with a recorded stopping rule, so the verdict uses the fixed-n "
+           "p-value; if collection was stopped by looking at results, use the anytime-valid one "
+           "(verify --optional-stopping)."),
     ]
 
 
@@ -54,7 +63,7 @@ def top_responses(r: dict[str, Any], n: int = 10) -> list[dict[str, Any]]:
     return sorted((x for x in r["responses"] if x["n_scored"] > 0), key=lambda x: x["log10_pvalue"])[:n]
 
 
-SUMMARY_HEADER = ["key", "scheme", "tuples scored", "p-value", "Holm p", "effect [CI]", "decoys",
+SUMMARY_HEADER = ["key", "scheme", "tuples scored", "p-value", "anytime p", "Holm p", "effect [CI]", "decoys",
                    "log10 Bayes factor", "posterior", "verdict"]
 
 
@@ -63,6 +72,7 @@ def summary_cells(r: dict[str, Any]) -> list[str]:
     d = r["decoys"]
     dstr = "none" if d is None else (f"{'pass' if d['passed'] else 'FAIL'}: KS p {d['ks_pvalue']:.3g}, "
                                      f"empirical p {d['empirical_pvalue']:.3g} (k={d['k']})")
-    return [r["key_id"][:16], r["scheme"], f"{r['n_scored']:,}", format_pvalue(r["log10_pvalue"]),
+    anytime = "n/a" if r.get("anytime_log10_pvalue") is None else format_pvalue(r["anytime_log10_pvalue"])
+    return [r["key_id"][:16], r["scheme"], f"{r['n_scored']:,}", format_pvalue(r["log10_pvalue"]), anytime,
             format_pvalue(r["holm_log10_pvalue"]), format_effect(r["effect"]), dstr,
             f"{r['log10_bayes_factor']:.2f}", format_posterior(r["posterior"]), r["verdict"]]

@@ -24,6 +24,7 @@ def trajectory_svg(r: dict[str, Any], alpha: float, *, width: int = 720, height:
         x0, x1 = x0 - 0.5, x1 + 0.5
     ys = [-p["log10_pvalue"] for p in pts]
     band_hi = [-(p["decoy_low"]) for p in pts if p["decoy_low"] is not None]
+    band_hi += [-(p["anytime_log10_pvalue"]) for p in pts if p.get("anytime_log10_pvalue") is not None]
     y_max = max([*ys, *band_hi, -math.log10(alpha)]) * 1.08 or 1.0
 
     def sx(v: float) -> float:
@@ -49,6 +50,11 @@ def trajectory_svg(r: dict[str, Any], alpha: float, *, width: int = 720, height:
                  f'alpha = {alpha:g}</text>')
     line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys))
     parts.append(f'<polyline class="trajectory" points="{line}" fill="none" stroke="#d62728" stroke-width="3"/>')
+    anytime = [(sx(x), sy(-p["anytime_log10_pvalue"])) for x, p in zip(xs, pts)
+               if p.get("anytime_log10_pvalue") is not None]
+    if anytime:
+        pts_s = " ".join(f"{a:.1f},{b:.1f}" for a, b in anytime)
+        parts.append(f'<polyline class="anytime" points="{pts_s}" fill="none" stroke="#756bb1" stroke-width="2"/>')
     for e in range(math.ceil(x0), math.floor(x1) + 1):
         parts.append(f'<line x1="{sx(e):.1f}" x2="{sx(e):.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#333"/>')
         parts.append(f'<text x="{sx(e):.1f}" y="{top + ph + 17}" font-size="11" text-anchor="middle" '
@@ -97,6 +103,7 @@ def render_html(doc: dict[str, Any]) -> str:
         out.append(f"<h2>Evidence by tokens read: key <code>{e(r['key_id'][:16])}</code> ({e(r['scheme'])})</h2>")
         out.append("<p class='legend'><span style='color:#d62728'>&#9632; this key</span>"
                    "<span style='color:#6baed6'>&#9632; decoy keys, 5%-95%</span>"
+                   "<span style='color:#756bb1'>&#9632; anytime-valid p (e-process)</span>"
                    "<span>- - - alpha</span></p>")
         out.append(trajectory_svg(r, doc["alpha"]))
     out.append("<h2>What was read</h2><ul>")

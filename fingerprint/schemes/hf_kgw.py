@@ -283,7 +283,7 @@ class HfKgwScheme(ReproducedScheme):
         if weights is not None:
             raise ParameterError("hf-kgw: the weighted (logprob) statistic has no exact null for transformers' "
                                  "fixed-size green lists; use --mode text")
-        return BinomialNull(n_items, self._gamma)
+        return BinomialNull(n_items, self._gamma, sequential=False)
 
     # ---- embed side -----------------------------------------------------------------------
     def bias_logits(self, logits: np.ndarray, contexts: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from .bayes import log10_bayes_factor_binomial, log10_bayes_factor_gamma
 from .exact import (Effect, TestResult, binomial_test, check_confidence_level, gamma_test,
                     log10_binomial_sf_array, log10_gamma_sf_array)
 from .saddlepoint import weighted_bernoulli_test, weighted_exponential_test
+from .sequential import betting_log10_e, binomial_mixture_log10_e, gamma_mixture_log10_e
 
 __all__ = ["NullModel", "BinomialNull", "GammaNull", "ShiftNull", "WeightedBernoulliNull",
            "WeightedExponentialNull"]
@@ -89,6 +90,14 @@ class NullModel(abc.ABC):
     def log10_sf_prefixes(self, totals: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """log10 P[T_m >= t] for pairs (total, prefix size m), ``(r,)`` each."""
         return np.array([float(self.prefix(int(m)).log10_sf(np.array([t]))[0]) for t, m in zip(totals, sizes)])
+
+    # ---- anytime-valid evidence ------------------------------------------------------------
+    def log10_eprocess(self, item_scores: np.ndarray) -> np.ndarray:
+        """Running log10 e-values ``(n,)`` after each item, items in arrival order; ``item_scores``
+        ``(n,)`` are the items' own (unweighted) scores. ``min(1, 1 / max E)`` is a p-value valid
+        under optional stopping (:mod:`fingerprint.stats.sequential`). Raises
+        :class:`ParameterError` for a statistic without an e-process."""
+        raise ParameterError(f"the {self.test_name} statistic has no anytime-valid e-process here")
 
     # ---- alternatives: the same statistic at another per-trial rate ------------------------
     def log_likelihood(self, totals: np.ndarray, sizes: np.ndarray, rate: float) -> np.ndarray:
@@ -172,9 +181,12 @@ class BinomialNull(NullModel):
 
     test_name = "binomial"
 
-    def __init__(self, n_items: int, p: float, trials_per_item: int = 1) -> None:
+    def __init__(self, n_items: int, p: float, trials_per_item: int = 1, *, sequential: bool = True) -> None:
         if not 0 < p < 1:
             raise ParameterError(f"p must be in (0, 1), got {p!r}")
+        #: False when the flags are only conservative for a fixed n (e.g. drawn without replacement
+        #: within a window): then there is no e-process.
+        self.sequential = bool(sequential)
         self.n_items = int(n_items)
         self.p = float(p)
         self.trials_per_item = int(trials_per_item)
@@ -207,7 +219,15 @@ class BinomialNull(NullModel):
         return log10_bayes_factor_binomial(int(round(total)), int(self.n_trials), self.p, e)
 
     def prefix(self, m: int) -> "BinomialNull":
-        return BinomialNull(m, self.p, self.trials_per_item)
+        return BinomialNull(m, self.p, self.trials_per_item, sequential=self.sequential)
+
+    def log10_eprocess(self, item_scores: np.ndarray) -> np.ndarray:
+        if not self.sequential:
+            raise ParameterError("this binomial null is conservative only for a fixed number of tuples (flags of "
+                                 "one window are drawn without replacement): no anytime-valid e-process")
+        k = np.cumsum(np.asarray(item_scores, dtype=np.float64))
+        n = np.arange(1, k.size + 1, dtype=np.float64) * self.trials_per_item
+        return binomial_mixture_log10_e(k, n, self.p)
 
     def log_likelihood(self, totals: np.ndarray, sizes: np.ndarray, rate: float) -> np.ndarray:
         """``log P[Binom(sizes * trials_per_item, rate) = rint(total)]`` for each pair."""
@@ -284,6 +304,10 @@ class GammaNull(NullModel):
 
     def prefix(self, m: int) -> "GammaNull":
         return GammaNull(m)
+
+    def log10_eprocess(self, item_scores: np.ndarray) -> np.ndarray:
+        s = np.cumsum(np.asarray(item_scores, dtype=np.float64))
+        return gamma_mixture_log10_e(s, np.arange(1, s.size + 1, dtype=np.float64))
 
     def log_likelihood(self, totals: np.ndarray, sizes: np.ndarray, rate: float) -> np.ndarray:
         """Log density of Gamma(sizes, scale=rate) at each total: ``sizes`` Exp scores of mean ``rate``."""
@@ -497,6 +521,10 @@ class WeightedBernoulliNull(_WeightedNull):
     def prefix(self, m: int) -> "WeightedBernoulliNull":
         return WeightedBernoulliNull(self.weights[:m], self.p, self.multiplicity)
 
+    def log10_eprocess(self, item_scores: np.ndarray) -> np.ndarray:
+        mu = self.multiplicity * self.p
+        return betting_log10_e(np.asarray(item_scores, dtype=np.float64) - mu, self.weights, mu)
+
 
 class WeightedExponentialNull(_WeightedNull):
     """``sum_i w_i E_i`` with E_i independent Exp(1) (the logprob statistic of Gumbel schemes)."""
@@ -527,3 +555,6 @@ class WeightedExponentialNull(_WeightedNull):
 
     def prefix(self, m: int) -> "WeightedExponentialNull":
         return WeightedExponentialNull(self.weights[:m])
+
+    def log10_eprocess(self, item_scores: np.ndarray) -> np.ndarray:
+        return betting_log10_e(np.asarray(item_scores, dtype=np.float64) - 1.0, self.weights, 1.0)

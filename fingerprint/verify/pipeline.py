@@ -32,6 +32,7 @@ from ..errors import InputError, ParameterError, TokenError
 from ..keys import FingerprintKey
 from ..schemes import Scheme
 from ..stats import NullModel, TestResult, posterior_probability
+from ..stats.sequential import anytime_log10_pvalues
 from ..windows import WindowFilter
 from .decision import adjust, mde_log10_alpha, verdict_of
 from .evidence import Evidence, ItemCounts, text_evidence
@@ -76,6 +77,7 @@ class _Scored:
     keep: np.ndarray | None  # (n,) bool of the evidence's items, None = all
     scores: np.ndarray  # (n_kept,) float64, weights applied
     null: NullModel
+    raw: np.ndarray  # (n_kept,) float64, the items' own scores (weights not applied)
 
 
 def _score(scheme: Scheme, ev: Evidence, reuse: "_Scored | None" = None) -> _Scored:
@@ -85,14 +87,13 @@ def _score(scheme: Scheme, ev: Evidence, reuse: "_Scored | None" = None) -> _Sco
         keep = None
     blocks = ev.blocks if keep is None else ev.blocks[keep]
     weights = ev.weights if (keep is None or ev.weights is None) else ev.weights[keep]
-    scores = raw if keep is None else raw[keep]
-    if weights is not None:
-        scores = scores * weights
+    kept_raw = raw if keep is None else raw[keep]
+    scores = kept_raw if weights is None else kept_raw * weights
     same = reuse is not None and ((reuse.keep is None and keep is None) or (
         reuse.keep is not None and keep is not None and np.array_equal(reuse.keep, keep)))
     null = reuse.null if (same and reuse is not None) else scheme.null(int(scores.size), blocks=blocks,
                                                                           weights=weights)
-    return _Scored(keep, scores, null)
+    return _Scored(keep, scores, null, kept_raw)
 
 
 def _kept(arr: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
@@ -159,6 +160,18 @@ def _decoys(key: FingerprintKey, ev: Evidence, main: _Scored, test: TestResult, 
     return summary, traj
 
 
+def _anytime(s: _Scored, options: VerifyOptions) -> np.ndarray | None:
+    """Running anytime-valid log10 p-values ``(n,)`` of the items in arrival order, or ``None``
+    when the statistic has no e-process (an error if the evidence was gathered with a stopping
+    rule, since then no other p-value is valid)."""
+    try:
+        return anytime_log10_pvalues(s.null.log10_eprocess(s.raw))
+    except ParameterError as exc:
+        if options.optional_stopping:
+            raise ParameterError(f"the evidence was gathered with a stopping rule, but {exc}") from None
+        return None
+
+
 def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_keys: int,
                 say: Progress) -> dict:
     scheme = key.scheme_object()
@@ -185,6 +198,9 @@ def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_key
 
     marks = _trajectory_marks(ev.n_tokens, options.trajectory_points)
     traj_main, n_at = _trajectory(main, ev.positions, marks)
+    anytime = _anytime(main, options)
+    anytime_at = (np.where(n_at > 0, anytime[np.maximum(n_at - 1, 0)], 0.0) if anytime is not None and anytime.size
+                  else np.full(marks.size, 0.0 if anytime is not None else math.nan))
     decoys, decoy_traj = _decoys(key, ev, main, test, marks, options, say)
     trajectory = []
     for j, mark in enumerate(marks):
@@ -193,8 +209,9 @@ def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_key
         else:
             lo = med = hi = math.nan
         trajectory.append(TrajectoryPoint(int(mark), int(n_at[j]), float(traj_main[j]), float(lo), float(med),
-                                          float(hi)))
-    return {"key": key.to_public_dict(), "test": test, "counts": counts, "bayes": bayes, "sufficiency": sufficiency,
+                                          float(hi), float(anytime_at[j])))
+    anytime_final = None if anytime is None else (float(anytime[-1]) if anytime.size else 0.0)
+    return {"key": key.to_public_dict(), "test": test, "anytime": anytime_final, "counts": counts, "bayes": bayes, "sufficiency": sufficiency,
             "decoys": decoys, "trajectory": trajectory, "responses": _response_scores(scheme, ev, main)}
 
 
@@ -228,7 +245,8 @@ def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKe
             raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the evidence's "
                              f"{ev.vocab_size}: wrong key or tokenizer")
         raws.append(_key_result(key, ev, options, len(key_list), say))
-    adjusted, holm_applied = adjust([r["test"].log10_pvalue for r in raws])
+    decisive = [r["anytime"] if options.optional_stopping else r["test"].log10_pvalue for r in raws]
+    adjusted, holm_applied = adjust(decisive)
     out_notes = list(notes)
     results = []
     for raw, adj in zip(raws, adjusted):
@@ -237,6 +255,8 @@ def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKe
         if verdict != "detected" and verdict != "not detected":
             out_notes.append(f"key {raw['key']['key_id']}: {verdict}: {reason}")
         results.append(KeyResult(key=raw["key"], mode=options.mode, test=raw["test"], holm_log10_pvalue=float(adj),
+                                 anytime_log10_pvalue=raw["anytime"],
+                                 valid_pvalue="anytime" if options.optional_stopping else "fixed-n",
                                  counts=raw["counts"], decoys=raw["decoys"], bayes=raw["bayes"],
                                  sufficiency=raw["sufficiency"], trajectory=raw["trajectory"],
                                  responses=raw["responses"], verdict=verdict, reason=reason))

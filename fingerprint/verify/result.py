@@ -52,6 +52,10 @@ class VerifyOptions:
     fed_texts_clean:
         Reading mode: the fed texts were not produced with the key (exact null, pairs seen in
         them are scored); otherwise such pairs are dropped.
+    optional_stopping:
+        The evidence was gathered with a data-dependent stopping rule (e.g. ``collect
+        --until-detected``): the verdict then uses the anytime-valid p-value, the only one valid
+        under optional stopping.
     """
 
     mode: str = "text"
@@ -64,6 +68,7 @@ class VerifyOptions:
     trajectory_points: int = 40
     confidence_level: float = 0.95
     fed_texts_clean: bool = False
+    optional_stopping: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ParameterError` naming the first invalid setting."""
@@ -118,7 +123,8 @@ class TrajectoryPoint:
     """The evidence after reading the first ``tokens_read`` suspect tokens.
 
     ``decoy_low``/``decoy_median``/``decoy_high`` are the 5%, 50% and 95% quantiles of the
-    decoys' log10 p-values at the same point (NaN without decoys).
+    decoys' log10 p-values at the same point (NaN without decoys); ``anytime_log10_pvalue`` is the
+    anytime-valid p-value by then (NaN when the statistic has none).
     """
 
     tokens_read: int
@@ -127,6 +133,7 @@ class TrajectoryPoint:
     decoy_low: float
     decoy_median: float
     decoy_high: float
+    anytime_log10_pvalue: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -174,7 +181,10 @@ class KeyResult:
     """Everything measured for one key on one suspect corpus.
 
     ``test`` is the exact test over the whole corpus; ``holm_log10_pvalue`` the same after Holm
-    over the keys of the run (equal to it for one key); ``counts`` what each selection rule
+    over the keys of the run (equal to it for one key) of the p-value the verdict uses;
+    ``anytime_log10_pvalue`` the anytime-valid p-value (``None`` when the statistic has no
+    e-process); ``valid_pvalue`` which p-value is valid for how the evidence was gathered
+    (``"fixed-n"`` or ``"anytime"``); ``counts`` what each selection rule
     dropped; ``decoys`` the null control (``None`` without decoys); ``verdict`` one of
     :data:`VERDICTS`; ``reason`` a sentence saying why.
     """
@@ -183,6 +193,8 @@ class KeyResult:
     mode: str
     test: TestResult
     holm_log10_pvalue: float
+    anytime_log10_pvalue: float | None
+    valid_pvalue: str
     counts: ItemCounts
     decoys: DecoySummary | None
     bayes: BayesSummary
