@@ -32,7 +32,7 @@ def deterministic_key_secrets(request, monkeypatch):
     counter = iter(range(1 << 30))
 
     def token_bytes(n: int) -> bytes:
-        return hashlib.blake2b(f"{request.node.nodeid}:{next(counter)}".encode(), digest_size=n).digest()
+        return hashlib.shake_256(f"{request.node.nodeid}:{next(counter)}".encode()).digest(n)
 
     monkeypatch.setattr(keys._secrets, "token_bytes", token_bytes)
 

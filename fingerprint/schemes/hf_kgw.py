@@ -39,17 +39,21 @@ any key (tested over many keys against the sum-of-hypergeometrics null).
 
 from __future__ import annotations
 
+import os
 import struct
+import weakref
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from ..errors import ParameterError
 from ..stats import BinomialNull, NullModel
+from ..windows import first_occurrence_mask
 from .base import ReproducedScheme, apply_temperature_top_p, sample_from_logp
 
-__all__ = ["HfKgwScheme", "torch_randperm_prefix", "hashing_key_secret"]
+__all__ = ["HfKgwScheme", "torch_randperm_prefix", "torch_randperm_contains", "lefthash_seeds32",
+           "hashing_key_secret"]
 
 TABLE_SIZE = 1_000_003
 _U64 = (1 << 64) - 1
@@ -162,9 +166,359 @@ def full_randperm(seed: int, n: int) -> np.ndarray:
     return perm
 
 
+# ---- green membership without the permutation ---------------------------------------------
+#
+# Whether value t ends in the first k entries of a forward Fisher-Yates shuffle depends only on
+# the swap targets j_i = i + u32_i % (n - i) of steps i < k, and can be traced for t alone:
+# t sits at position p (initially t); step i swaps positions i and j_i, so t moves when
+# j_i == p (to position i, which no later step touches: green, as i < k) or when i == p (to
+# j_i >= p; if j_i == p it stays at p = i: green). Active values are never behind the step
+# (p >= i), so t is green iff some step i in [cur, min(p, k - 1)] has j_i == p, where cur is
+# the step after t's last move (0 at first); otherwise t moves on at step p < k to
+# j_p > p and the search repeats from cur = p + 1, or it stays at p >= k: not green. Each
+# value's path depends on the swap targets alone, never on other values.
+#
+# The cost is the k swap targets per distinct seed (k MT19937 draws and a remainder), not
+# k swaps of a materialised permutation; targets are looked up, never moved.
+
+#: Environment variable choosing the membership kernel: ``auto`` (default; numba when it is
+#: installed and the work is large enough to pay for its start-up), ``numba`` or ``numpy``.
+KERNEL_ENV = "FINGERPRINT_HF_KGW_KERNEL"
+#: Below this many traced steps (distinct seeds x green list size) ``auto`` keeps to numpy, until
+#: the compiled kernel has been loaded once in this process (loading it costs about a second).
+_NUMBA_MIN_STEPS = 20_000_000
+#: Bytes of working arrays per chunk of seeds in the numpy kernel.
+_NUMPY_CHUNK_BYTES = 256 << 20
+
+
+def _group_by_seed(seeds: np.ndarray, tokens: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (seed, token) pairs grouped by seed: distinct seeds ``(G,)`` uint64, group starts
+    ``(G + 1,)`` int64, each group's distinct tokens ``(P,)`` int64 (seed-major, ascending) and
+    the pair index of every input ``(m,)`` int64."""
+    packed = (np.asarray(seeds, dtype=np.uint64) & np.uint64(0xFFFFFFFF)) << np.uint64(32)
+    packed |= np.asarray(tokens, dtype=np.int64).astype(np.uint64)
+    pairs, inverse = np.unique(packed, return_inverse=True)
+    pair_seeds = pairs >> np.uint64(32)
+    first = np.flatnonzero(np.concatenate(([True], pair_seeds[1:] != pair_seeds[:-1])))
+    starts = np.append(first, pairs.size).astype(np.int64)
+    targets = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    return pair_seeds[first], starts, targets, inverse.reshape(-1).astype(np.int64)
+
+
+def _green_numpy(seeds: np.ndarray, starts: np.ndarray, targets: np.ndarray, n: int, k: int) -> np.ndarray:
+    """The membership trace in numpy, for groups laid out as :func:`_group_by_seed` returns.
+
+    Per chunk of seeds: the ``(B, k)`` swap targets, then rounds over the values still being
+    traced; a round marks each value's (seed, position) in a ``(B * n)`` table, reads the table
+    at every swap target of those seeds, and settles every value with a hit in its step range
+    (green) or without one (moves on at step p, or stays out of the prefix)."""
+    out = np.zeros(targets.size, dtype=bool)
+    g_total = seeds.size
+    if k == 0 or targets.size == 0:
+        return out
+    draw = _mt_drawer()
+    steps = np.arange(k, dtype=np.int64)
+    span = (n - steps).astype(np.uint32)
+    counts = np.diff(starts)
+    per_seed = max(1, _NUMPY_CHUNK_BYTES // (k * 24 + n * 4))
+    for g0 in range(0, g_total, per_seed):
+        g1 = min(g_total, g0 + per_seed)
+        b = g1 - g0
+        u = np.empty((b, k), dtype=np.uint32)
+        for r in range(b):
+            u[r] = draw(int(seeds[g0 + r]), k)
+        np.remainder(u, span, out=u)
+        swap = u.astype(np.int64)
+        del u
+        swap += steps
+        q0 = int(starts[g0])
+        row = np.repeat(np.arange(b, dtype=np.int64), counts[g0:g1])
+        pos = targets[q0:int(starts[g1])].astype(np.int64)
+        cur = np.zeros(pos.size, dtype=np.int64)
+        live = np.arange(pos.size, dtype=np.int64)
+        table = np.full(b * n, -1, dtype=np.int32)
+        while live.size:
+            cell = row[live] * n + pos[live]
+            # two values traced at different times can sit at one position: one per round
+            now_mask = first_occurrence_mask(cell)
+            now, later, cell = live[now_mask], live[~now_mask], cell[now_mask]
+            table[cell] = now
+            rows = np.unique(row[now])
+            hit = table[(rows * n)[:, None] + swap[rows]]
+            table[cell] = -1
+            step_at = np.nonzero(hit >= 0)[1]
+            q = hit[hit >= 0].astype(np.int64)
+            ok = (step_at >= cur[q]) & (step_at <= pos[q]) & (step_at < k)
+            green = np.zeros(pos.size, dtype=bool)
+            green[q[ok]] = True
+            out[q0 + now[green[now]]] = True
+            moving = now[~green[now] & (pos[now] < k)]
+            cur[moving] = pos[moving] + 1
+            pos[moving] = swap[row[moving], pos[moving]]
+            live = np.concatenate((later, moving))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _numba_kernel() -> Any:
+    """The compiled membership trace (numba, cached on disk), or None without numba.
+
+    ``kernel(seeds, starts, targets, n, k, inv, out, g_lo, g_hi)`` traces the groups
+    ``g_lo:g_hi`` and sets ``out`` for their values. Per seed: MT19937 seeded as
+    ``init_genrand``, 624 outputs per twist, each tempered and reduced mod ``n - i`` with a
+    float reciprocal and an exact correction (vectorised over the block); then the block's
+    swap targets are checked against the traced values: in registers for up to 4 values, else
+    through a byte mark per position. Releases the GIL (threads split the seeds)."""
+    try:
+        import numba
+    except ImportError:
+        return None
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def kernel(seeds, starts, targets, n, k, inv, out, g_lo, g_hi):  # pragma: no cover - compiled
+        mt = np.empty(624, np.uint32)
+        jb = np.empty(624, np.uint64)
+        mark = np.zeros(n, np.uint8)
+        at = np.full(n, -1, np.int64)
+        q_base = starts[g_lo]
+        pos = np.empty(starts[g_hi] - q_base, np.int64)
+        for g in range(g_lo, g_hi):
+            lo = starts[g]
+            hi = starts[g + 1]
+            for q in range(lo, hi):
+                t = targets[q]
+                at[t] = q
+                pos[q - q_base] = t
+                mark[t] = 1
+            active = hi - lo
+            x = np.uint32(seeds[g] & np.uint64(0xFFFFFFFF))
+            mt[0] = x
+            for i in range(1, 624):
+                x = np.uint32(np.uint32(1812433253) * (x ^ (x >> np.uint32(30))) + np.uint32(i))
+                mt[i] = x
+            small = active <= 4
+            base = 0
+            while base < k and active > 0:
+                for i in range(227):
+                    y = (mt[i] & np.uint32(0x80000000)) | (mt[i + 1] & np.uint32(0x7FFFFFFF))
+                    mt[i] = mt[i + 397] ^ (y >> np.uint32(1)) ^ ((y & np.uint32(1)) * np.uint32(0x9908B0DF))
+                for i in range(227, 623):
+                    y = (mt[i] & np.uint32(0x80000000)) | (mt[i + 1] & np.uint32(0x7FFFFFFF))
+                    mt[i] = mt[i - 227] ^ (y >> np.uint32(1)) ^ ((y & np.uint32(1)) * np.uint32(0x9908B0DF))
+                y = (mt[623] & np.uint32(0x80000000)) | (mt[0] & np.uint32(0x7FFFFFFF))
+                mt[623] = mt[396] ^ (y >> np.uint32(1)) ^ ((y & np.uint32(1)) * np.uint32(0x9908B0DF))
+                m = min(624, k - base)
+                scan = True
+                if small:
+                    p0 = p1 = p2 = p3 = -1
+                    c = 0
+                    moves = False
+                    for q in range(lo, hi):
+                        p = pos[q - q_base]
+                        if at[p] != q:
+                            continue  # settled
+                        moves = moves or p < base + m
+                        if c == 0:
+                            p0 = p
+                        elif c == 1:
+                            p1 = p
+                        elif c == 2:
+                            p2 = p
+                        else:
+                            p3 = p
+                        c += 1
+                    hits = 0
+                    for i in range(m):
+                        y = mt[i]
+                        y ^= y >> np.uint32(11)
+                        y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+                        y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+                        y ^= y >> np.uint32(18)
+                        yi = np.int64(y)
+                        d = n - base - i
+                        r = yi - np.int64(yi * inv[base + i]) * d
+                        r = r + d if r < 0 else r
+                        r = r - d if r >= d else r
+                        j = base + i + r
+                        jb[i] = np.uint64(j)
+                        hits |= (j == p0) | (j == p1) | (j == p2) | (j == p3)
+                    scan = moves or hits != 0
+                else:
+                    for i in range(m):
+                        y = mt[i]
+                        y ^= y >> np.uint32(11)
+                        y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+                        y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+                        y ^= y >> np.uint32(18)
+                        yi = np.int64(y)
+                        d = n - base - i
+                        r = yi - np.int64(yi * inv[base + i]) * d
+                        r = r + d if r < 0 else r
+                        r = r - d if r >= d else r
+                        jb[i] = np.uint64(base + i + r)
+                if scan:
+                    for ii in range(m):
+                        i = np.uint64(base + ii)
+                        j = jb[ii]
+                        if mark[i] | mark[j]:
+                            a = at[i]
+                            if a >= 0:  # the value at position i moves to j (or stays: green)
+                                at[i] = -1
+                                mark[i] = 0
+                                if j == i:
+                                    out[a] = True
+                                    active -= 1
+                                else:
+                                    b = at[j]
+                                    if b >= 0:  # the value at j moves to position i < k: green
+                                        out[b] = True
+                                        active -= 1
+                                    at[j] = a
+                                    mark[j] = 1
+                                    pos[a - q_base] = np.int64(j)
+                            else:
+                                b = at[j]
+                                out[b] = True
+                                at[j] = -1
+                                mark[j] = 0
+                                active -= 1
+                            if active == 0:
+                                break
+                base += 624
+            for q in range(lo, hi):
+                p = pos[q - q_base]
+                if at[p] == q:
+                    at[p] = -1
+                    mark[p] = 0
+
+    return kernel
+
+
+_numba_loaded = False
+
+
+def _green_numba(kernel: Any, seeds: np.ndarray, starts: np.ndarray, targets: np.ndarray, n: int,
+                 k: int) -> np.ndarray:
+    global _numba_loaded
+    out = np.zeros(targets.size, dtype=np.bool_)
+    if k == 0 or targets.size == 0:
+        return out
+    seeds = np.ascontiguousarray(seeds, dtype=np.uint64)
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    targets = np.ascontiguousarray(targets, dtype=np.int64)
+    inv = 1.0 / (n - np.arange(k, dtype=np.float64))
+    g_total = seeds.size
+    workers = min(_cpu_count(), max(1, g_total * k // 50_000_000))
+    if workers == 1:
+        kernel(seeds, starts, targets, n, k, inv, out, 0, g_total)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        parts = 4 * workers
+        cuts = [g_total * i // parts for i in range(parts + 1)]
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda i: kernel(seeds, starts, targets, n, k, inv, out, cuts[i], cuts[i + 1]),
+                          range(parts)))
+    _numba_loaded = True
+    return out
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _green_grouped(seeds: np.ndarray, starts: np.ndarray, targets: np.ndarray, n: int, k: int,
+                   kernel: str | None = None) -> np.ndarray:
+    """Green membership of grouped values (distinct within each seed's group), ``(P,)`` bool."""
+    choice = (kernel or os.environ.get(KERNEL_ENV) or "auto").lower()
+    if choice not in ("auto", "numba", "numpy"):
+        raise ParameterError(f"{KERNEL_ENV} must be auto, numba or numpy, got {choice!r}")
+    if not 0 <= k <= n < 2**31:
+        raise ParameterError(f"need 0 <= k <= n < 2**31, got k={k}, n={n}")
+    if choice != "numpy" and (choice == "numba" or _numba_loaded or seeds.size * k >= _NUMBA_MIN_STEPS):
+        compiled = _numba_kernel()
+        if compiled is not None:
+            return _green_numba(compiled, seeds, starts, targets, n, k)
+        if choice == "numba":
+            raise ParameterError("the numba kernel needs numba: pip install 'fingerprint[fast]'")
+    return _green_numpy(seeds, starts, targets, n, k)
+
+
+def torch_randperm_contains(seeds: np.ndarray | list[int], tokens: np.ndarray | list[int], n: int, k: int, *,
+                            kernel: str | None = None) -> np.ndarray:
+    """Whether ``tokens[i]`` is among the first ``k`` entries of ``torch.randperm(n)`` on CPU
+    after ``manual_seed(seeds[i])``: ``(m,)``, ``(m,)`` -> ``(m,)`` bool.
+
+    Traces the tokens through the shuffle's swaps without building any permutation: the cost
+    is ``k`` MT19937 draws per distinct seed however many tokens it is asked about.
+    ``kernel``: ``"numba"``, ``"numpy"`` or ``"auto"`` (default: the environment variable
+    ``FINGERPRINT_HF_KGW_KERNEL``, else auto); both give the same answer.
+    """
+    seeds = np.asarray([int(s) & 0xFFFFFFFF for s in seeds] if isinstance(seeds, list) else seeds)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if seeds.shape != tokens.shape or tokens.ndim != 1:
+        raise ParameterError(f"seeds and tokens must have one shape (m,), got {seeds.shape} and {tokens.shape}")
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= n):
+        raise ParameterError(f"tokens must be in [0, {n}), got {int(tokens.min())}..{int(tokens.max())}")
+    if tokens.size == 0:
+        return np.zeros(0, dtype=bool)
+    seeds = seeds.astype(np.uint64) & np.uint64(0xFFFFFFFF)
+    distinct, starts, targets, inverse = _group_by_seed(seeds, tokens)
+    return _green_grouped(distinct, starts, targets, n, k, kernel)[inverse]
+
+
+def lefthash_seeds32(hashing_key: int, previous: np.ndarray) -> np.ndarray:
+    """transformers' lefthash seed mod 2**32, ``((key * previous) mod (2**64 - 1)) mod 2**32``,
+    in exact uint64 arithmetic: ``(m,)`` ids -> ``(m,)`` uint64. The product is at most 94 bits:
+    its high and low 64-bit words are added (``2**64 = 1`` modulo ``2**64 - 1``)."""
+    p = np.asarray(previous, dtype=np.int64)
+    if p.size and p.min() < 0:
+        raise ParameterError("previous token ids must be >= 0")
+    p = p.astype(np.uint64)
+    mask32 = np.uint64(0xFFFFFFFF)
+    k_lo, k_hi = np.uint64(hashing_key & 0xFFFFFFFF), np.uint64(hashing_key >> 32)
+    p_lo, p_hi = p & mask32, p >> np.uint64(32)
+    with np.errstate(over="ignore"):
+        # 128-bit product of key (< 2**63) and p (< 2**64) from 32-bit limbs
+        ll, lh, hl, hh = k_lo * p_lo, k_lo * p_hi, k_hi * p_lo, k_hi * p_hi
+        mid = (ll >> np.uint64(32)) + (lh & mask32) + (hl & mask32)
+        low = (ll & mask32) | ((mid & mask32) << np.uint64(32))
+        high = hh + (lh >> np.uint64(32)) + (hl >> np.uint64(32)) + (mid >> np.uint64(32))
+        total = low + high
+        total += (total < low).astype(np.uint64)  # the carry out of 2**64 counts 1
+    total[total == np.uint64(_U64)] = 0
+    return total & mask32
+
+
 @lru_cache(maxsize=4)
 def _fixed_table(hashing_key: int) -> np.ndarray:
     return full_randperm(hashing_key, TABLE_SIZE)
+
+
+class _Prepared(NamedTuple):
+    """Key-independent data of a blocks array: its tuples, and for lefthash the distinct
+    (previous token, token) pairs grouped by previous token (values, starts, tokens, pair of each
+    tuple, first occurrence of each pair)."""
+
+    windows: np.ndarray
+    tokens: np.ndarray
+    lefthash: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
+
+
+class _BlockState(NamedTuple):
+    """One key's view of a blocks array: distinct (seed, token) pairs grouped by seed, the pair
+    of each tuple and the first occurrence of each pair."""
+
+    ref: Any
+    seeds: np.ndarray
+    starts: np.ndarray
+    targets: np.ndarray
+    inverse: np.ndarray
+    first: np.ndarray
 
 
 class HfKgwScheme(ReproducedScheme):
@@ -220,12 +574,8 @@ class HfKgwScheme(ReproducedScheme):
             return np.zeros(0, dtype=np.uint64)
         windows = np.asarray(windows, dtype=np.int64).reshape(tokens.size, -1)
         if self.params["seeding"] == "lefthash":
-            # Python-int product, as transformers computes it; one per distinct previous token
-            prev = windows[:, -1]
-            order = np.sort(prev)
-            distinct = order[np.concatenate(([True], order[1:] != order[:-1]))]
-            seeds = np.array([((key * int(p)) % _U64) & 0xFFFFFFFF for p in distinct], dtype=np.uint64)
-            return seeds[np.searchsorted(distinct, prev)]
+            # (key * previous token) % (2**64 - 1) as transformers computes it in Python ints
+            return lefthash_seeds32(key, windows[:, -1])
         table = _fixed_table(key)
         seq = np.concatenate([windows, tokens[:, None]], axis=1)
         with np.errstate(over="ignore"):
@@ -241,23 +591,67 @@ class HfKgwScheme(ReproducedScheme):
         return self._flags_of_seeds(self.seeds32(windows, tokens), tokens)
 
     def _flags_of_seeds(self, seeds: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        out = np.zeros(tokens.size, dtype=bool)
-        if tokens.size == 0:
-            return out
-        order = np.argsort(seeds, kind="stable")
-        sorted_seeds = seeds[order]
-        starts = np.flatnonzero(np.concatenate(([True], sorted_seeds[1:] != sorted_seeds[:-1])))
-        distinct = sorted_seeds[starts]
-        group = np.repeat(np.arange(starts.size), np.diff(np.append(starts, seeds.size)))
-        for lo in range(0, distinct.size, _CHUNK):
-            hi = min(lo + _CHUNK, distinct.size)
-            prefix = torch_randperm_prefix(distinct[lo:hi], self.vocab_size, self.greenlist_size)
-            mask = np.zeros((hi - lo, self.vocab_size), dtype=bool)
-            np.put_along_axis(mask, prefix, True, axis=1)
-            a, b = starts[lo], (starts[hi] if hi < starts.size else seeds.size)
-            rows = order[a:b]
-            out[rows] = mask[group[a:b] - lo, tokens[rows]]
-        return out
+        return torch_randperm_contains(seeds, tokens, self.vocab_size, self.greenlist_size)
+
+    # ---- tuples encoded as blocks (what verify scores, once per key and per decoy key) -----
+    #: The key-independent part of the last blocks seen (every key and decoy of one verify scores
+    #: the same blocks): (weak reference to the blocks, seeding, context width, prepared data).
+    #: Blocks are taken as immutable, as the pipeline's evidence is.
+    _prepared: ClassVar[tuple[Any, str, int, "_Prepared"] | None] = None
+
+    #: This key's view of the last blocks it scored (``scores_of_blocks`` and ``distinct_mask``
+    #: are called on the same blocks).
+    _state: "_BlockState | None" = None
+
+    def _prepare(self, blocks: np.ndarray) -> "_Prepared":
+        seeding, cw = self.params["seeding"], self.context_width
+        cached = HfKgwScheme._prepared
+        if cached is not None and cached[0]() is blocks and cached[1:3] == (seeding, cw):
+            return cached[3]
+        windows, tokens = self._tuples_of_blocks(blocks)
+        groups = None
+        if seeding == "lefthash" and tokens.size:
+            # distinct (previous token, token) pairs grouped by previous token: one seed per group
+            prev_values, starts, targets, inverse = _group_by_seed(windows[:, -1].astype(np.uint64), tokens)
+            groups = (prev_values, starts, targets, inverse, first_occurrence_mask(inverse))
+        prepared = _Prepared(windows, tokens, groups)
+        HfKgwScheme._prepared = (weakref.ref(blocks), seeding, cw, prepared)
+        return prepared
+
+    def _block_state(self, blocks: np.ndarray) -> "_BlockState":
+        """Seeds grouped for the membership trace, and the (seed, token) first occurrences, of
+        ``blocks`` under this key (kept for the next call with the same blocks)."""
+        state = self._state
+        if state is not None and state.ref() is blocks:
+            return state
+        prep = self._prepare(blocks)
+        groups = None
+        if prep.lefthash is not None:
+            prev_values, starts, targets, inverse, first = prep.lefthash
+            seeds = lefthash_seeds32(self.hashing_key, prev_values)
+            ordered = np.sort(seeds)
+            if not (ordered[1:] == ordered[:-1]).any():  # distinct previous tokens keep distinct seeds
+                groups = (seeds, starts, targets, inverse, first)
+            else:  # some previous tokens share a seed (even keys fold them): regroup the pairs by seed
+                pair_seeds = np.repeat(seeds, np.diff(starts))
+                distinct, starts2, targets2, inverse2 = _group_by_seed(pair_seeds, targets)
+                inverse2 = inverse2[inverse]
+                groups = (distinct, starts2, targets2, inverse2, first_occurrence_mask(inverse2))
+        if groups is None:
+            seeds = self.seeds32(prep.windows, prep.tokens)
+            distinct, starts, targets, inverse = _group_by_seed(seeds, prep.tokens)
+            groups = (distinct, starts, targets, inverse, first_occurrence_mask(inverse))
+        state = _BlockState(weakref.ref(blocks), *groups)
+        self._state = state
+        return state
+
+    def scores_of_blocks(self, blocks: np.ndarray) -> np.ndarray:
+        """Green flags ``(n,)`` int8 of tuples encoded as blocks (see :meth:`green_flags`)."""
+        if len(blocks) == 0:
+            return np.zeros(0, dtype=np.int8)
+        s = self._block_state(blocks)
+        green = _green_grouped(s.seeds, s.starts, s.targets, self.vocab_size, self.greenlist_size)
+        return green[s.inverse].astype(np.int8)
 
     def distinct_mask(self, blocks: np.ndarray) -> np.ndarray:
         """First occurrence of each (seed, token) among tuples encoded as blocks, ``(n,)`` bool.
@@ -266,10 +660,9 @@ class HfKgwScheme(ReproducedScheme):
         takes a minimum over the window; lefthash with an even hashing key folds previous
         tokens together), so (window, token) de-duplication alone would count one flag twice.
         """
-        from ..windows import first_occurrence_mask
-
-        windows, tokens = self._tuples_of_blocks(blocks)
-        return first_occurrence_mask((self.seeds32(windows, tokens) << np.uint64(32)) | tokens.astype(np.uint64))
+        if len(blocks) == 0:
+            return np.zeros(0, dtype=bool)
+        return self._block_state(blocks).first
 
     # ---- score side -----------------------------------------------------------------------
     def tuple_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:

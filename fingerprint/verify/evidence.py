@@ -181,30 +181,37 @@ def merge(*shards: Evidence) -> Evidence:
                                  f"with mode {first.mode!r}, h={first.context_width}, V={first.vocab_size}")
         if (s.weights is None) != (first.weights is None):
             raise ParameterError("cannot merge weighted with unweighted evidence")
-    ordered = sorted(shards, key=lambda s: (s.text_start, s.token_start))
-    for a, b in zip(ordered, ordered[1:]):
-        a_end = int(a.text_numbers[-1]) + 1 if a.n_texts else a.text_start
-        if b.text_start < a_end or b.token_start < a.token_start + a.n_tokens:
-            raise ParameterError(f"shards overlap: texts {a.text_start}..{a.text_start + a.n_texts - 1} and "
-                                 f"{b.text_start}..{b.text_start + b.n_texts - 1}")
-    if len(ordered) == 1:
-        return ordered[0]
-    blocks = np.concatenate([s.blocks for s in ordered])
-    ids = np.concatenate([s.dedup_ids for s in ordered])
-    pos = np.concatenate([s.positions for s in ordered])
-    text = np.concatenate([s.text_index for s in ordered])
-    weights = None if first.weights is None else np.concatenate([s.weights for s in ordered])
+    numbers = np.concatenate([s.text_numbers for s in shards])
+    if np.unique(numbers).size != numbers.size:
+        raise ParameterError("shards overlap: some text is in more than one of them")
+    if len(shards) == 1:
+        return first
+    # items and texts in global order, whatever order and grouping the shards came in
+    pos = np.concatenate([s.positions for s in shards])
+    order = np.argsort(pos, kind="stable")
+    pos = pos[order]
+    per_shard = np.concatenate([np.unique(s.positions) for s in shards])
+    if np.unique(per_shard).size != per_shard.size:
+        raise ParameterError("shards overlap: some token position is in more than one of them")
+    blocks = np.concatenate([s.blocks for s in shards])[order]
+    ids = np.concatenate([s.dedup_ids for s in shards])[order]
+    text = np.concatenate([s.text_index for s in shards])[order]
+    weights = None if first.weights is None else np.concatenate(
+        [s.weights for s in shards if s.weights is not None])[order]
     keep = keep_first_positions(ids, pos)
     dropped: dict[str, int] = {}
-    for s in ordered:
+    for s in shards:
         for rule, n in s.counts.dropped.items():
             dropped[rule] = dropped.get(rule, 0) + n
     rule = DUPLICATE_RULE[first.mode]
     extra = int(keep.size - keep.sum())
     dropped[rule] = dropped.get(rule, 0) + extra
-    counts = ItemCounts(sum(s.counts.tokens_read for s in ordered), int(keep.sum()), dropped)
+    counts = ItemCounts(sum(s.counts.tokens_read for s in shards), int(keep.sum()), dropped)
+    t_order = np.argsort(numbers, kind="stable")
+    ids_all = [i for s in shards for i in s.text_ids]
+    starts = [s for s in shards if s.n_texts] or list(shards)
     return Evidence(first.mode, first.context_width, first.vocab_size, blocks[keep], ids[keep], pos[keep],
                     text[keep], None if weights is None else weights[keep], counts,
-                    tuple(i for s in ordered for i in s.text_ids),
-                    np.concatenate([s.text_tokens for s in ordered]), np.concatenate([s.text_numbers for s in ordered]),
-                    ordered[0].text_start, ordered[0].token_start)
+                    tuple(ids_all[i] for i in t_order),
+                    np.concatenate([s.text_tokens for s in shards])[t_order], numbers[t_order],
+                    min(s.text_start for s in starts), min(s.token_start for s in starts))

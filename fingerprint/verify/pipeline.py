@@ -266,8 +266,25 @@ def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKe
                         holm_applied=holm_applied, notes=out_notes)
 
 
-def _offsets_of(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    tokens = np.concatenate([np.asarray(a, dtype=np.int64) for a in arrays]) if arrays else np.zeros(0, np.int64)
+def _as_ids(a: object, i: int, what: str) -> np.ndarray:
+    """One text's ids as a 1-D int64 array; :class:`TokenError` naming the text otherwise."""
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise TokenError(f"{what} {i}: not an array of token ids ({exc})") from None
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.ndim != 1:
+        raise TokenError(f"{what} {i}: must be a 1-D array of token ids, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TokenError(f"{what} {i}: must be integer token ids, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def _offsets_of(arrays: Sequence[object], what: str = "text") -> tuple[np.ndarray, np.ndarray]:
+    parts = [_as_ids(a, i, what) for i, a in enumerate(arrays)]
+    arrays = parts
+    tokens = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     offsets = np.concatenate(([0], np.cumsum([np.asarray(a).size for a in arrays]))).astype(np.int64)
     return tokens, offsets
 
@@ -299,9 +316,9 @@ def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None
             raise TokenError("offsets are needed with a flat token array (or pass a list of arrays)")
         tokens, offsets = _offsets_of(list(tokens))
     if prompt_tokens is not None and prompt_offsets is None:
-        prompt_tokens, prompt_offsets = _offsets_of(list(prompt_tokens))
+        prompt_tokens, prompt_offsets = _offsets_of(list(prompt_tokens), "prompt")
     if served_tokens is not None and served_offsets is None:
-        served_tokens, served_offsets = _offsets_of(list(served_tokens))
+        served_tokens, served_offsets = _offsets_of(list(served_tokens), "served text")
     options.validate()
     if options.mode != "text":
         raise ParameterError(f"verify() takes token ids (text mode); use verify_exchanges for mode {options.mode!r}")

@@ -80,18 +80,19 @@ class VerifyOptions:
             raise ParameterError(f"number of decoys must be an integer >= 0, got {self.n_decoys!r}")
         if self.n_decoys > 100_000:
             raise ParameterError(f"number of decoys must be at most 100000, got {self.n_decoys!r}")
-        if not isinstance(self.decoy_seed, (int, np.integer)) or self.decoy_seed < 0:
+        if isinstance(self.decoy_seed, bool) or not isinstance(self.decoy_seed, int) or self.decoy_seed < 0:
             raise ParameterError(f"decoy seed must be an integer >= 0, got {self.decoy_seed!r}")
         if not (isinstance(self.prior_probability, (int, float)) and 0 < self.prior_probability < 1):
             raise ParameterError(f"prior probability must be in (0, 1), got {self.prior_probability!r}")
         if self.effect_prior_max is not None and not (isinstance(self.effect_prior_max, (int, float))
                                                       and 0 < self.effect_prior_max < math.inf):
             raise ParameterError(f"effect prior maximum must be a finite number > 0, got {self.effect_prior_max!r}")
-        if not 0 < self.ks_threshold < 1:
+        if not (isinstance(self.ks_threshold, (int, float)) and 0 < self.ks_threshold < 1):
             raise ParameterError(f"KS threshold must be in (0, 1), got {self.ks_threshold!r}")
-        if self.trajectory_points < 2:
-            raise ParameterError(f"trajectory points must be >= 2, got {self.trajectory_points!r}")
-        if not 0 < self.confidence_level < 1:
+        if (isinstance(self.trajectory_points, bool) or not isinstance(self.trajectory_points, (int, np.integer))
+                or self.trajectory_points < 2):
+            raise ParameterError(f"trajectory points must be an integer >= 2, got {self.trajectory_points!r}")
+        if not (isinstance(self.confidence_level, (int, float)) and 0 < self.confidence_level < 1):
             raise ParameterError(f"confidence level must be in (0, 1), got {self.confidence_level!r}")
 
 
