@@ -20,6 +20,27 @@ def human_text(teacher: Teacher) -> tuple[np.ndarray, np.ndarray]:
     return teacher.tokenizer.encode_batch(paras)
 
 
+@pytest.fixture(scope="session")
+def distilled(teacher: Teacher):
+    """A greenlist key (delta 3), the teacher's fingerprinted answers to distillation prompts (the
+    pool, 120k tokens) and trigram students distilled from half of the corpus plus the pool at
+    rho = 0 (the control) and rho = 10%: ``(key, pool, {rho: model})``. Shared by the access-level
+    and sequential tests (building it is the slow part)."""
+    from fingerprint.keys import FingerprintKey
+    from fingerprint.sim.distill import distill_student, fingerprinted_responses
+
+    key = FingerprintKey(bytes(range(7, 39)), "greenlist", {"delta": 3.0}, teacher.vocab_size)
+    rng = np.random.default_rng(11)
+    n_par = teacher.offsets.size - 1
+    half = np.sort(rng.choice(n_par, size=n_par // 2, replace=False))
+    clean = [teacher.tokens[teacher.offsets[i]:teacher.offsets[i + 1]] for i in half]
+    ct = np.concatenate(clean)
+    co = np.concatenate(([0], np.cumsum([c.size for c in clean])))
+    pool = fingerprinted_responses(teacher, key.scheme_object(), 120_000, rng=rng)
+    students = {rho: distill_student(ct, co, pool, rho, vocab_size=teacher.vocab_size)[0] for rho in (0.0, 0.1)}
+    return key, pool, students
+
+
 @pytest.fixture(autouse=True)
 def deterministic_key_secrets(request, monkeypatch):
     """Keys made in-process by a test come from a stream seeded by the test's name, so every run

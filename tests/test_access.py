@@ -14,25 +14,18 @@ from fingerprint.verify import VerifyOptions, verify_evidence, verify_exchanges
 from fingerprint.verify.access import VocabMapper, reading_evidence
 from fingerprint.corpus import Exchange, ExchangeSet, read_exchanges
 from fingerprint.keys import FingerprintKey
-from fingerprint.sim.distill import corpus_prompts, distill_student, fingerprinted_responses
+from fingerprint.sim.distill import corpus_prompts
 from fingerprint.sim.generate import generate
 from fingerprint.sim.server import ServedModel, serve
 from fingerprint.tokenize import token_bytes_table
 
 
 @pytest.fixture(scope="module")
-def setup(teacher, tmp_path_factory):
+def setup(teacher, distilled, tmp_path_factory):
     d = tmp_path_factory.mktemp("access")
-    key = FingerprintKey.generate("greenlist", vocab_size=teacher.vocab_size, delta=3.0)
+    key, pool, students = distilled
     key_path = key.save(d / "key.json")
-    rng = np.random.default_rng(11)
-    n_par = teacher.offsets.size - 1
-    half = np.sort(rng.choice(n_par, size=n_par // 2, replace=False))
-    clean = [teacher.tokens[teacher.offsets[i]:teacher.offsets[i + 1]] for i in half]
-    ct = np.concatenate(clean)
-    co = np.concatenate(([0], np.cumsum([c.size for c in clean])))
-    pool = fingerprinted_responses(teacher, key.scheme_object(), 120_000, rng=rng)
-    students = {rho: distill_student(ct, co, pool, rho, vocab_size=teacher.vocab_size)[0] for rho in (0.0, 0.1)}
+    rng = np.random.default_rng(12)
     queries, _ = corpus_prompts(teacher, 120, length=12, rng=rng)
     qfile = d / "queries.jsonl"
     qfile.write_text("".join(json.dumps({"id": i, "prompt": teacher.tokenizer.decode(q)}) + "\n"
