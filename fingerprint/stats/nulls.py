@@ -92,10 +92,11 @@ class NullModel(abc.ABC):
         return np.array([float(self.prefix(int(m)).log10_sf(np.array([t]))[0]) for t, m in zip(totals, sizes)])
 
     # ---- anytime-valid evidence ------------------------------------------------------------
-    def log10_eprocess(self, item_scores: np.ndarray) -> np.ndarray:
-        """Running log10 e-values ``(n,)`` after each item, items in arrival order; ``item_scores``
-        ``(n,)`` are the items' own (unweighted) scores. ``min(1, 1 / max E)`` is a p-value valid
-        under optional stopping (:mod:`fingerprint.stats.sequential`). Raises
+    def log10_eprocess(self, item_scores: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+        """Running log10 e-values after each item, items in arrival order; ``item_scores`` ``(n,)``
+        are the items' own (unweighted) scores; ``at`` (sorted item indices, default all) picks
+        the times to evaluate, ``(len(at),)`` out. ``min(1, 1 / max E)`` over any set of times is
+        a p-value valid under optional stopping (:mod:`fingerprint.stats.sequential`). Raises
         :class:`ParameterError` for a statistic without an e-process."""
         raise ParameterError(f"the {self.test_name} statistic has no anytime-valid e-process here")
 
@@ -221,13 +222,13 @@ class BinomialNull(NullModel):
     def prefix(self, m: int) -> "BinomialNull":
         return BinomialNull(m, self.p, self.trials_per_item, sequential=self.sequential)
 
-    def log10_eprocess(self, item_scores: np.ndarray) -> np.ndarray:
+    def log10_eprocess(self, item_scores: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
         if not self.sequential:
             raise ParameterError("this binomial null is conservative only for a fixed number of tuples (flags of "
                                  "one window are drawn without replacement): no anytime-valid e-process")
         k = np.cumsum(np.asarray(item_scores, dtype=np.float64))
-        n = np.arange(1, k.size + 1, dtype=np.float64) * self.trials_per_item
-        return binomial_mixture_log10_e(k, n, self.p)
+        idx = np.arange(k.size) if at is None else np.asarray(at, dtype=np.int64)
+        return binomial_mixture_log10_e(k[idx], (idx + 1.0) * self.trials_per_item, self.p)
 
     def log_likelihood(self, totals: np.ndarray, sizes: np.ndarray, rate: float) -> np.ndarray:
         """``log P[Binom(sizes * trials_per_item, rate) = rint(total)]`` for each pair."""
@@ -305,9 +306,10 @@ class GammaNull(NullModel):
     def prefix(self, m: int) -> "GammaNull":
         return GammaNull(m)
 
-    def log10_eprocess(self, item_scores: np.ndarray) -> np.ndarray:
+    def log10_eprocess(self, item_scores: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
         s = np.cumsum(np.asarray(item_scores, dtype=np.float64))
-        return gamma_mixture_log10_e(s, np.arange(1, s.size + 1, dtype=np.float64))
+        idx = np.arange(s.size) if at is None else np.asarray(at, dtype=np.int64)
+        return gamma_mixture_log10_e(s[idx], idx + 1.0)
 
     def log_likelihood(self, totals: np.ndarray, sizes: np.ndarray, rate: float) -> np.ndarray:
         """Log density of Gamma(sizes, scale=rate) at each total: ``sizes`` Exp scores of mean ``rate``."""
@@ -521,9 +523,10 @@ class WeightedBernoulliNull(_WeightedNull):
     def prefix(self, m: int) -> "WeightedBernoulliNull":
         return WeightedBernoulliNull(self.weights[:m], self.p, self.multiplicity)
 
-    def log10_eprocess(self, item_scores: np.ndarray) -> np.ndarray:
+    def log10_eprocess(self, item_scores: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
         mu = self.multiplicity * self.p
-        return betting_log10_e(np.asarray(item_scores, dtype=np.float64) - mu, self.weights, mu)
+        e = betting_log10_e(np.asarray(item_scores, dtype=np.float64) - mu, self.weights, mu)
+        return e if at is None else e[np.asarray(at, dtype=np.int64)]
 
 
 class WeightedExponentialNull(_WeightedNull):
@@ -556,5 +559,6 @@ class WeightedExponentialNull(_WeightedNull):
     def prefix(self, m: int) -> "WeightedExponentialNull":
         return WeightedExponentialNull(self.weights[:m])
 
-    def log10_eprocess(self, item_scores: np.ndarray) -> np.ndarray:
-        return betting_log10_e(np.asarray(item_scores, dtype=np.float64) - 1.0, self.weights, 1.0)
+    def log10_eprocess(self, item_scores: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+        e = betting_log10_e(np.asarray(item_scores, dtype=np.float64) - 1.0, self.weights, 1.0)
+        return e if at is None else e[np.asarray(at, dtype=np.int64)]

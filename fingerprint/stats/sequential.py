@@ -40,6 +40,29 @@ _LN10 = math.log(10.0)
 EFFECT_GRID_SIZE = 24
 
 
+#: Points per chunk of the mixture evaluation: keeps the (points, grid) work arrays near 25 MB.
+_CHUNK = 1 << 17
+
+
+def _mixture_of_linear(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log10 of ``mean_j exp(x a_j + y b_j)`` for points ``x``, ``y`` ``(n,)`` and a grid ``a``, ``b``
+    ``(g,)``: the average of likelihood ratios whose logs are linear in two sufficient statistics.
+    Chunked, so memory stays bounded whatever ``n``."""
+    x = np.ravel(x).astype(np.float64, copy=False)
+    y = np.ravel(y).astype(np.float64, copy=False)
+    out = np.empty(x.size)
+    log_g = math.log(a.size)
+    for lo in range(0, x.size, _CHUNK):
+        xs, ys = x[lo:lo + _CHUNK, None], y[lo:lo + _CHUNK, None]
+        z = xs * a
+        z += ys * b
+        top = z.max(axis=1)
+        z -= top[:, None]
+        np.exp(z, out=z)
+        out[lo:lo + _CHUNK] = (top + np.log(z.sum(axis=1)) - log_g) / _LN10
+    return out
+
+
 def _mixture(log_lr: np.ndarray) -> np.ndarray:
     """log10 of the average over the last axis of likelihood ratios given as natural logs."""
     return (special.logsumexp(log_lr, axis=-1) - math.log(log_lr.shape[-1])) / _LN10
@@ -57,10 +80,9 @@ def binomial_mixture_log10_e(k: np.ndarray, n: np.ndarray, p0: float, *, effect_
     top = min(top, 0.5) if effect_max is None else top
     effects = np.geomspace(min(effect_min, top / 2), top, EFFECT_GRID_SIZE)
     p1 = p0 + effects
-    k = np.asarray(k, dtype=np.float64)[..., None]
-    n = np.asarray(n, dtype=np.float64)[..., None]
-    log_lr = k * np.log(p1 / p0) + (n - k) * (np.log1p(-p1) - math.log1p(-p0))
-    return _mixture(log_lr)
+    k, n = np.broadcast_arrays(np.asarray(k, dtype=np.float64), np.asarray(n, dtype=np.float64))
+    out = _mixture_of_linear(k, n - k, np.log(p1 / p0), np.log1p(-p1) - math.log1p(-p0))
+    return out.reshape(k.shape)
 
 
 def gamma_mixture_log10_e(total: np.ndarray, n: np.ndarray, *, theta_max: float = 3.0,
@@ -68,10 +90,9 @@ def gamma_mixture_log10_e(total: np.ndarray, n: np.ndarray, *, theta_max: float 
     """log10 e-values after ``n`` scores summing to ``total``, H0: Exp(1), mixture over Exp(theta)
     with ``theta - 1`` log-spaced in ``[theta_min_excess, theta_max - 1]``."""
     thetas = 1.0 + np.geomspace(theta_min_excess, theta_max - 1.0, EFFECT_GRID_SIZE)
-    s = np.asarray(total, dtype=np.float64)[..., None]
-    n = np.asarray(n, dtype=np.float64)[..., None]
-    log_lr = -n * np.log(thetas) + s * (1.0 - 1.0 / thetas)
-    return _mixture(log_lr)
+    s, n = np.broadcast_arrays(np.asarray(total, dtype=np.float64), np.asarray(n, dtype=np.float64))
+    out = _mixture_of_linear(n, s, -np.log(thetas), 1.0 - 1.0 / thetas)
+    return out.reshape(s.shape)
 
 
 def betting_log10_e(centred: np.ndarray, weights: np.ndarray, scale: float) -> np.ndarray:
@@ -91,8 +112,15 @@ def betting_log10_e(centred: np.ndarray, weights: np.ndarray, scale: float) -> n
         return np.zeros(c.size)
     top = 1.0 / (2.0 * scale * w_max)
     lambdas = np.geomspace(top / 1000.0, top, EFFECT_GRID_SIZE)
-    increments = np.log1p((w * c)[:, None] * lambdas[None, :])  # (n, grid)
-    return _mixture(np.cumsum(increments, axis=0))
+    out = np.empty(c.size)
+    carry = np.zeros(lambdas.size)
+    wc = w * c
+    for lo in range(0, c.size, _CHUNK):
+        running = np.cumsum(np.log1p(wc[lo:lo + _CHUNK, None] * lambdas[None, :]), axis=0)  # (chunk, grid)
+        running += carry
+        carry = running[-1].copy()
+        out[lo:lo + _CHUNK] = _mixture(running)
+    return out
 
 
 def anytime_log10_pvalues(log10_e: np.ndarray) -> np.ndarray:

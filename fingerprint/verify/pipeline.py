@@ -160,16 +160,32 @@ def _decoys(key: FingerprintKey, ev: Evidence, main: _Scored, test: TestResult, 
     return summary, traj
 
 
-def _anytime(s: _Scored, options: VerifyOptions) -> np.ndarray | None:
-    """Running anytime-valid log10 p-values ``(n,)`` of the items in arrival order, or ``None``
-    when the statistic has no e-process (an error if the evidence was gathered with a stopping
-    rule, since then no other p-value is valid)."""
+#: The e-process is evaluated after every item up to this many items, then at this many evenly
+#: spaced items (and at the trajectory marks): a sup over a subset of times is still valid.
+EPROCESS_TIMES = 1 << 17
+
+
+def _anytime(s: _Scored, options: VerifyOptions, n_at: np.ndarray) -> tuple[float | None, np.ndarray]:
+    """The anytime-valid log10 p-value after all items and after ``n_at`` ``(M,)`` items each
+    (``None`` and NaNs when the statistic has no e-process; an error if the evidence was gathered
+    with a stopping rule, since then no other p-value is valid)."""
+    n = int(s.raw.size)
+    if n == 0:
+        return 0.0, np.zeros(n_at.size)
+    if n <= EPROCESS_TIMES:
+        times = np.arange(n)
+    else:
+        times = np.unique(np.concatenate([np.linspace(0, n - 1, EPROCESS_TIMES).astype(np.int64),
+                                          np.clip(n_at - 1, 0, n - 1)]))
     try:
-        return anytime_log10_pvalues(s.null.log10_eprocess(s.raw))
+        running = anytime_log10_pvalues(s.null.log10_eprocess(s.raw, at=times))
     except ParameterError as exc:
         if options.optional_stopping:
             raise ParameterError(f"the evidence was gathered with a stopping rule, but {exc}") from None
-        return None
+        return None, np.full(n_at.size, math.nan)
+    where = np.searchsorted(times, n_at - 1, side="right") - 1  # last evaluated time within each mark
+    at_marks = np.where((n_at > 0) & (where >= 0), running[np.maximum(where, 0)], 0.0)
+    return float(running[-1]), at_marks
 
 
 def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_keys: int,
@@ -198,9 +214,7 @@ def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_key
 
     marks = _trajectory_marks(ev.n_tokens, options.trajectory_points)
     traj_main, n_at = _trajectory(main, ev.positions, marks)
-    anytime = _anytime(main, options)
-    anytime_at = (np.where(n_at > 0, anytime[np.maximum(n_at - 1, 0)], 0.0) if anytime is not None and anytime.size
-                  else np.full(marks.size, 0.0 if anytime is not None else math.nan))
+    anytime_final, anytime_at = _anytime(main, options, n_at)
     decoys, decoy_traj = _decoys(key, ev, main, test, marks, options, say)
     trajectory = []
     for j, mark in enumerate(marks):
@@ -210,7 +224,6 @@ def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_key
             lo = med = hi = math.nan
         trajectory.append(TrajectoryPoint(int(mark), int(n_at[j]), float(traj_main[j]), float(lo), float(med),
                                           float(hi), float(anytime_at[j])))
-    anytime_final = None if anytime is None else (float(anytime[-1]) if anytime.size else 0.0)
     return {"key": key.to_public_dict(), "test": test, "anytime": anytime_final, "counts": counts, "bayes": bayes, "sufficiency": sufficiency,
             "decoys": decoys, "trajectory": trajectory, "responses": _response_scores(scheme, ev, main)}
 
