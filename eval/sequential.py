@@ -14,7 +14,7 @@
    the fixed-n test needs at its best n (the first n where it reaches 1e-6, an oracle no valid
    sequential procedure can beat). Target: at most 1.5x.
 
-Run (about 5 minutes on 2 cores):
+Run (18 minutes on a busy 2-core machine):
 
     python -m eval.sequential
 

@@ -155,5 +155,6 @@ def test_collect_until_detected_stops_early_on_the_student_and_not_on_the_contro
         else:
             assert "budget used, not detected" in text, text
             assert doc["verdict"] == "not detected" and doc["anytime_log10_pvalue"] > -3
+    print(f"requests used until detected: student {used[0.1]} of {budget}, control {used[0.0]} of {budget}")
     assert used[0.0] == budget
     assert 24 < used[0.1] < budget / 2, used  # stopped well before the budget
