@@ -41,7 +41,7 @@ def _parse_param(text: str) -> tuple[str, object]:
 _PARAM_FLAGS = ("context_width", "gamma", "delta", "layers", "seeding", "greenlist_ratio", "bias", "ngram_len",
                 "sampling_table_size", "sampling_table_seed", "context_history_size", "depth")
 #: Options that carry a toolkit's own secret (``Scheme.secret_options``).
-_SECRET_FLAGS = ("hashing_key", "synthid_keys")
+_SECRET_FLAGS = ("hashing_key", "synthid_keys", "vllm_key")
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -392,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--layers", type=int, help="tournament: number of g-layers m (default 30)")
     kg.add_argument("--hashing-key", type=int,
                     help="hf-kgw: transformers' WatermarkingConfig hashing_key (kept secret in the key file)")
+    kg.add_argument("--vllm-key", help="vllm-gumbel: vLLM's WatermarkConfig key, decimal or 0x-hex (kept secret)")
     kg.add_argument("--seeding", choices=["lefthash", "selfhash"], help="hf-kgw: seeding scheme (default lefthash)")
     kg.add_argument("--greenlist-ratio", type=float, help="hf-kgw: green fraction (default 0.25)")
     kg.add_argument("--bias", type=float, help="hf-kgw: logit bias (default 2.0)")

@@ -14,12 +14,14 @@ from .gumbel import GumbelScheme
 from .hf_kgw import HfKgwScheme
 from .hf_synthid import HfSynthIdScheme
 from .tournament import TournamentScheme
+from .vllm_gumbel import VllmGumbelScheme
 
 __all__ = ["Scheme", "ReproducedScheme", "GreenlistScheme", "GumbelScheme", "TournamentScheme", "HfKgwScheme",
            "HfSynthIdScheme", "SCHEMES", "make_scheme", "scheme_class", "register_scheme"]
 
 SCHEMES: dict[str, type[Scheme]] = {
-    cls.name: cls for cls in (GreenlistScheme, GumbelScheme, TournamentScheme, HfKgwScheme, HfSynthIdScheme)
+    cls.name: cls for cls in (GreenlistScheme, GumbelScheme, TournamentScheme, HfKgwScheme, HfSynthIdScheme,
+                              VllmGumbelScheme)
 }
 
 
