@@ -10,9 +10,17 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from fingerprint.keys import FingerprintKey  # noqa: E402
-from fingerprint.schemes.hf_kgw import HfKgwScheme, full_randperm, hashing_key_secret, torch_randperm_prefix  # noqa: E402,E501
+from fingerprint.schemes.hf_kgw import (HfKgwScheme, full_randperm, hashing_key_secret, lefthash_seeds32,  # noqa: E402
+                                        torch_randperm_contains, torch_randperm_prefix)
 from fingerprint.prf import encode_tuples  # noqa: E402
-from fingerprint.windows import select_tuples  # noqa: E402
+from fingerprint.windows import first_occurrence_mask, select_tuples  # noqa: E402
+
+try:
+    import numba  # noqa: F401
+    HAVE_NUMBA = True
+except ImportError:  # the numpy kernel alone (numba is the optional [fast] extra)
+    HAVE_NUMBA = False
+KERNELS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed"))]
 
 CONFIGS = [("lefthash", 1), ("selfhash", 2), ("selfhash", 4)]
 
@@ -56,6 +64,97 @@ def test_randperms_equal_torch_on_cpu(n):
         want = torch.randperm(n, generator=gen).numpy()
         assert np.array_equal(full_randperm(seed, n), want)
         assert np.array_equal(prefix, want[:k])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("n", [2, 3, 5, 50, 1000, 50257, 151646, 152000])
+def test_membership_equals_torch_randperm_on_cpu(n, kernel):
+    """Green membership traced through the shuffle equals membership in torch's own
+    ``randperm(n)[:k]``, for random seeds (beyond 2**32 too: manual_seed keeps seed mod 2**32),
+    several prefix lengths and a few hundred query tokens per seed (every token when n is small)."""
+    rng = np.random.default_rng(n)
+    gen = torch.Generator()
+    seeds = [int(s) for s in rng.integers(0, 2**40, 6)] + [0, 2**32 - 1]
+    ks = {1, n // 4, n // 2, n - 1, n} if n <= 1000 else {n // 4, n // 3}
+    for k in sorted(v for v in ks if v >= 1):
+        queried, wanted = [], []
+        for seed in seeds:
+            gen.manual_seed(seed)
+            perm = torch.randperm(n, generator=gen).numpy()
+            tokens = np.arange(n) if n <= 300 else np.concatenate(
+                ([0, n - 1], perm[:50], perm[-50:], rng.integers(0, n, 200)))
+            queried.append(tokens)
+            wanted.append(np.isin(tokens, perm[:k]))
+        seed_col = np.repeat(np.array(seeds, dtype=np.uint64), [t.size for t in queried])
+        got = torch_randperm_contains(seed_col, np.concatenate(queried), n, k, kernel=kernel)
+        assert np.array_equal(got, np.concatenate(wanted)), (n, k)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_membership_equals_randperm_prefix_on_random_inputs(kernel):
+    """Against the materialised prefixes: random n, k, seeds, repeated (seed, token) queries, seeds
+    asked about every token (the many-values path), and more seeds than one chunk of the numpy
+    kernel holds at n = 50257."""
+    rng = np.random.default_rng(17)
+    cases = [(int(rng.integers(2, 3000)), None, int(rng.integers(1, 10)), int(rng.integers(1, 60)))
+             for _ in range(60)]
+    cases += [(int(rng.integers(2, 400)), None, 3, -1) for _ in range(10)]  # every token of every seed
+    cases += [(50257, 50257 // 4, 240, 480)]
+    for n, k, n_seeds, m in cases:
+        k = int(rng.integers(1, n + 1)) if k is None else k
+        distinct = rng.integers(0, 2**32, n_seeds).astype(np.uint64)
+        if m < 0:
+            seeds, tokens = np.repeat(distinct, n), np.tile(np.arange(n), n_seeds)
+        else:
+            seeds, tokens = rng.choice(distinct, m), rng.integers(0, n, m)
+        prefix = torch_randperm_prefix(distinct, n, k)
+        row = np.searchsorted(np.sort(distinct), seeds)
+        rows = np.argsort(distinct)[row]
+        want = (prefix[rows] == tokens[:, None]).any(axis=1)
+        assert np.array_equal(torch_randperm_contains(seeds, tokens, n, k, kernel=kernel), want), (n, k)
+    assert torch_randperm_contains(np.zeros(0, np.uint64), np.zeros(0, np.int64), 10, 2).size == 0
+
+
+def test_lefthash_seeds_equal_python_integers():
+    rng = np.random.default_rng(3)
+    keys = [0, 1, 2, 15485863, 2**32 * 12345, 2**63 - 1] + [int(k) for k in rng.integers(0, 2**63, 30)]
+    prev = np.concatenate(([0, 1, 2**31 - 1, 2**32 + 7], rng.integers(0, 2**31, 300)))
+    for key in keys:
+        want = [((key * int(p)) % (2**64 - 1)) & 0xFFFFFFFF for p in prev]
+        assert lefthash_seeds32(key, prev).tolist() == want, key
+
+
+@pytest.mark.parametrize("seeding,cw,hashing_key", [("lefthash", 1, 15485863), ("lefthash", 1, 2**32 * 12345),
+                                                    ("lefthash", 1, 2**20 * 3), ("selfhash", 2, 15485863),
+                                                    ("selfhash", 4, 7)])
+def test_block_scores_and_distinct_mask_equal_their_definitions(seeding, cw, hashing_key):
+    """What verify calls per key (scores_of_blocks, distinct_mask on one blocks array, shared
+    key-independent work cached across keys) equals the definitions: membership in the
+    materialised green list of each tuple's seed, and the first occurrence of each (seed, token).
+    Keys whose previous tokens fold onto shared seeds (even lefthash keys) included; two blocks
+    arrays and two keys alternate, so nothing cached leaks from one to the other."""
+    vocab = 1000
+    rng = np.random.default_rng(cw + hashing_key % 97)
+    h = 1 if seeding == "lefthash" else cw - 1
+    data = []
+    for size in (3000, 2000):
+        windows = (rng.zipf(1.3, (size, h)) - 1) % vocab
+        tokens = (rng.zipf(1.3, size) - 1) % vocab
+        data.append((windows, tokens, encode_tuples(windows, tokens)))
+    schemes = [make_key(seeding, cw, hk, vocab).scheme_object() for hk in (hashing_key, hashing_key + 2**33 + 1)]
+    for _ in range(2):
+        for scheme in schemes:
+            for windows, tokens, blocks in data:
+                seeds = scheme.seeds32(windows, tokens)
+                distinct = np.unique(seeds)
+                prefix = torch_randperm_prefix(distinct, vocab, scheme.greenlist_size)
+                want = (prefix[np.searchsorted(distinct, seeds)] == tokens[:, None]).any(axis=1)
+                assert np.array_equal(scheme.scores_of_blocks(blocks), want.astype(np.int8))
+                assert np.array_equal(scheme.green_flags(windows, tokens), want)
+                keep = first_occurrence_mask((seeds << np.uint64(32)) | tokens.astype(np.uint64))
+                assert np.array_equal(scheme.distinct_mask(blocks), keep)
+    if hashing_key == 2**32 * 12345:
+        assert not schemes[0].distinct_mask(data[0][2]).all()  # this key folds previous tokens together
 
 
 def make_key(seeding: str, cw: int, hashing_key: int, vocab: int) -> FingerprintKey:

@@ -35,6 +35,15 @@ de-duplication the scheme keeps only the first tuple of each (seed, token)
 (:meth:`HfKgwScheme.distinct_mask`, applied per key by ``verify``, decoys included; the extra
 drops are counted as duplicate tuples). With it the exact null holds for both seedings and
 any key (tested over many keys against the sum-of-hypergeometrics null).
+
+Speed. Verification asks only whether a few tokens per seed are green, so no green list is
+built: :func:`torch_randperm_contains` traces each asked token through the shuffle's swap
+targets (see the comment above it), which costs the ``k = int(V * ratio)`` MT19937 draws of the
+seed and nothing per swap. The trace runs in a compiled kernel when numba is installed (the
+``fast`` extra; about 1 ns per draw, seeds split over threads) and in numpy otherwise (about
+10x slower, same answers); ``FINGERPRINT_HF_KGW_KERNEL=numpy|numba|auto`` chooses. The work
+that does not depend on the key (the tuples decoded from the evidence, lefthash's distinct
+(previous token, token) pairs) is shared by the key and its decoys.
 """
 
 from __future__ import annotations
@@ -186,9 +195,9 @@ def full_randperm(seed: int, n: int) -> np.ndarray:
 KERNEL_ENV = "FINGERPRINT_HF_KGW_KERNEL"
 #: Below this many traced steps (distinct seeds x green list size) ``auto`` keeps to numpy, until
 #: the compiled kernel has been loaded once in this process (loading it costs about a second).
-_NUMBA_MIN_STEPS = 20_000_000
+_NUMBA_MIN_STEPS = 2_000_000
 #: Bytes of working arrays per chunk of seeds in the numpy kernel.
-_NUMPY_CHUNK_BYTES = 256 << 20
+_NUMPY_CHUNK_BYTES = 32 << 20
 
 
 def _group_by_seed(seeds: np.ndarray, tokens: np.ndarray
@@ -209,54 +218,70 @@ def _group_by_seed(seeds: np.ndarray, tokens: np.ndarray
 def _green_numpy(seeds: np.ndarray, starts: np.ndarray, targets: np.ndarray, n: int, k: int) -> np.ndarray:
     """The membership trace in numpy, for groups laid out as :func:`_group_by_seed` returns.
 
-    Per chunk of seeds: the ``(B, k)`` swap targets, then rounds over the values still being
-    traced; a round marks each value's (seed, position) in a ``(B * n)`` table, reads the table
-    at every swap target of those seeds, and settles every value with a hit in its step range
-    (green) or without one (moves on at step p, or stays out of the prefix)."""
+    Per chunk of seeds: the ``(B, k)`` swap targets. A value's moves need no search (at step
+    p < k it moves to j_p), so its path p_0 = t, p_1 = j_{p_0}, ... (while p < k and j_p != p)
+    is followed first; segment m waits at p_m over steps [p_{m-1} + 1, min(p_m, k - 1)], and the
+    value is green iff some segment sees a step there whose target is p_m (a hit after an earlier
+    hit only repeats "green"). One pass over the chunk's swap targets reads a table of segments
+    by (seed, position); segments that share a cell (two values at one position at different
+    times) wait for a further pass."""
     out = np.zeros(targets.size, dtype=bool)
-    g_total = seeds.size
     if k == 0 or targets.size == 0:
         return out
     draw = _mt_drawer()
-    steps = np.arange(k, dtype=np.int64)
-    span = (n - steps).astype(np.uint32)
+    steps = np.arange(k, dtype=np.uint32)
+    span = (n - np.arange(k, dtype=np.int64)).astype(np.uint32)
     counts = np.diff(starts)
-    per_seed = max(1, _NUMPY_CHUNK_BYTES // (k * 24 + n * 4))
-    for g0 in range(0, g_total, per_seed):
-        g1 = min(g_total, g0 + per_seed)
+    per_chunk = max(1, min(_NUMPY_CHUNK_BYTES // (k * 13 + n * 4), (2**31 - 1) // n, seeds.size))
+    table: np.ndarray | None = None  # (per_chunk * n,) int32: segment waiting at each cell, -1 if none
+    for g0 in range(0, seeds.size, per_chunk):
+        g1 = min(seeds.size, g0 + per_chunk)
         b = g1 - g0
-        u = np.empty((b, k), dtype=np.uint32)
+        swap = np.empty((b, k), dtype=np.uint32)
         for r in range(b):
-            u[r] = draw(int(seeds[g0 + r]), k)
-        np.remainder(u, span, out=u)
-        swap = u.astype(np.int64)
-        del u
-        swap += steps
+            swap[r] = draw(int(seeds[g0 + r]), k)
+        np.remainder(swap, span, out=swap)
+        swap += steps  # j_i, every row
         q0 = int(starts[g0])
         row = np.repeat(np.arange(b, dtype=np.int64), counts[g0:g1])
-        pos = targets[q0:int(starts[g1])].astype(np.int64)
-        cur = np.zeros(pos.size, dtype=np.int64)
-        live = np.arange(pos.size, dtype=np.int64)
-        table = np.full(b * n, -1, dtype=np.int32)
-        while live.size:
-            cell = row[live] * n + pos[live]
-            # two values traced at different times can sit at one position: one per round
-            now_mask = first_occurrence_mask(cell)
-            now, later, cell = live[now_mask], live[~now_mask], cell[now_mask]
-            table[cell] = now
-            rows = np.unique(row[now])
-            hit = table[(rows * n)[:, None] + swap[rows]]
-            table[cell] = -1
-            step_at = np.nonzero(hit >= 0)[1]
-            q = hit[hit >= 0].astype(np.int64)
-            ok = (step_at >= cur[q]) & (step_at <= pos[q]) & (step_at < k)
-            green = np.zeros(pos.size, dtype=bool)
-            green[q[ok]] = True
-            out[q0 + now[green[now]]] = True
-            moving = now[~green[now] & (pos[now] < k)]
-            cur[moving] = pos[moving] + 1
-            pos[moving] = swap[row[moving], pos[moving]]
-            live = np.concatenate((later, moving))
+        # each value's path: segments (value, row, position, first step, last step)
+        seg_q, seg_row, seg_pos, seg_lo = [], [], [], []
+        q = np.arange(row.size, dtype=np.int64)
+        pos = targets[q0:q0 + row.size].astype(np.int64)
+        lo = np.zeros(row.size, dtype=np.int64)
+        while q.size:
+            seg_q.append(q)
+            seg_row.append(row[q])
+            seg_pos.append(pos)
+            seg_lo.append(lo)
+            early = pos < k
+            q, pos = q[early], pos[early]
+            nxt = swap[row[q], pos].astype(np.int64)
+            moves = nxt != pos  # a value with j_p == p stays: its own segment sees that step
+            q, lo, pos = q[moves], pos[moves] + 1, nxt[moves]
+        sq, srow, spos, slo = (np.concatenate(a) for a in (seg_q, seg_row, seg_pos, seg_lo))
+        shi = np.minimum(spos, k - 1)
+        swap += (np.arange(b, dtype=np.uint32) * np.uint32(n))[:, None]  # now the (seed, position) cell
+        cells = swap.reshape(-1)
+        cell_of_seg = srow * n + spos
+        if table is None:
+            table = np.full(per_chunk * n, -1, dtype=np.int32)
+        green = np.zeros(row.size, dtype=bool)
+        waiting = np.arange(sq.size, dtype=np.int64)
+        while waiting.size:
+            first = first_occurrence_mask(cell_of_seg[waiting])
+            now, waiting = waiting[first], waiting[~first]
+            table[cell_of_seg[now]] = now
+            rows = np.unique(srow[now])
+            flat = cells if rows.size == b else cells.reshape(b, k)[rows].reshape(-1)
+            hit = table.take(flat)
+            at = np.flatnonzero(hit >= 0)
+            seg = hit[at].astype(np.int64)
+            step = at % k
+            ok = (step >= slo[seg]) & (step <= shi[seg])
+            green[sq[seg[ok]]] = True
+            table[cell_of_seg[now]] = -1
+        out[q0:q0 + row.size] = green
     return out
 
 
@@ -521,6 +546,13 @@ class _BlockState(NamedTuple):
     first: np.ndarray
 
 
+def _forget_prepared(ref: Any) -> None:
+    """Drop the shared key-independent data once its blocks are gone."""
+    cached = HfKgwScheme._prepared
+    if cached is not None and cached[0] is ref:
+        HfKgwScheme._prepared = None
+
+
 class HfKgwScheme(ReproducedScheme):
     """transformers' KGW watermark; parameters ``seeding`` (lefthash/selfhash),
     ``context_width`` (transformers' context width, default 1), ``greenlist_ratio`` (0.25),
@@ -615,7 +647,7 @@ class HfKgwScheme(ReproducedScheme):
             prev_values, starts, targets, inverse = _group_by_seed(windows[:, -1].astype(np.uint64), tokens)
             groups = (prev_values, starts, targets, inverse, first_occurrence_mask(inverse))
         prepared = _Prepared(windows, tokens, groups)
-        HfKgwScheme._prepared = (weakref.ref(blocks), seeding, cw, prepared)
+        HfKgwScheme._prepared = (weakref.ref(blocks, _forget_prepared), seeding, cw, prepared)
         return prepared
 
     def _block_state(self, blocks: np.ndarray) -> "_BlockState":

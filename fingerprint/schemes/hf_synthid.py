@@ -36,6 +36,7 @@ these schemes reproduce generation on CPU.
 
 from __future__ import annotations
 
+import functools
 from functools import lru_cache
 from typing import Any
 
@@ -153,14 +154,31 @@ class HfSynthIdScheme(ReproducedScheme):
 
     # ---- score side --------------------------------------------------------------------
     def tuple_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """Number of 1-valued g-values of each tuple, ``(n,)`` int16 in ``[0, depth]``; in chunks
-        of 2**18 tuples, so memory stays near ``2**18 * depth * 16`` bytes."""
+        """Number of 1-valued g-values of each tuple, ``(n,)`` int16 in ``[0, depth]``.
+
+        A tuple's score depends on its unit ``u = h mod N`` alone (``sum_d G(u + keys[d])``), so
+        for many tuples it is read from the table of all ``N`` unit scores (built once per key,
+        ``N * depth`` lookups); a few tuples take their g-values directly, in chunks of 2**18
+        tuples (memory near ``2**18 * depth * 16`` bytes). Both give the same scores."""
         tokens = np.asarray(tokens)
         windows = np.asarray(windows).reshape(tokens.size, self.context_width)
+        if 4 * tokens.size >= self.params["sampling_table_size"]:
+            units = self.ngram_hashes(windows, tokens) & self._mask
+            return self._unit_scores[units.astype(np.int64)]
         out = np.empty(tokens.size, dtype=np.int16)
         step = 1 << 18
         for lo in range(0, tokens.size, step):
             out[lo:lo + step] = self.g_values(windows[lo:lo + step], tokens[lo:lo + step]).sum(axis=1, dtype=np.int16)
+        return out
+
+    @functools.cached_property
+    def _unit_scores(self) -> np.ndarray:
+        """The score of every unit ``u`` in ``[0, N)``, ``(N,)`` int16: ``sum_d G(u + keys[d])``."""
+        units = np.arange(self.params["sampling_table_size"], dtype=np.uint64)
+        out = np.zeros(units.size, dtype=np.int16)
+        with np.errstate(over="ignore"):
+            for key in self.keys:
+                out += self.shift_g[((units + key) & self._mask).astype(np.int64)]
         return out
 
     def distinct_mask(self, blocks: np.ndarray) -> np.ndarray:
