@@ -6,7 +6,8 @@
 Suites (each in its own process, so its peak RSS is its own):
 
 * ``fingerprint greenlist h=1`` — fingerprint's own KGW-style scheme (gamma 0.25, previous
-  token as the window): scoring, de-duplication and the exact test over N ids;
+  token as the window): the verify pipeline without decoys (``text_evidence`` +
+  ``verify_evidence``: de-duplication, scoring, the exact test and its report fields) over N ids;
 * ``fingerprint hf-kgw`` — transformers' KGW lefthash (h = 1), reproduced bit for bit;
 * ``transformers WatermarkDetector`` — the same scheme and key (lefthash, context width 1,
   greenlist ratio 0.25, hashing key 15485863), run on the first P ids (it runs
@@ -16,8 +17,9 @@ Suites (each in its own process, so its peak RSS is its own):
   lists differently from transformers, so only its speed is compared.
 
 Green counts: the hf-kgw suite also scores the first P ids and must give transformers' green
-count exactly, both counting every token (``ignore_repeated_ngrams=False``) and once per
-distinct (previous token, token) (``True``). The ratios are tokens/s over tokens/s from this
+count exactly, both counting every token (``ignore_repeated_ngrams=False``, from the scheme's
+green flags) and once per distinct (previous token, token) (``True``: the statistic the verify
+pipeline tests on those ids). The ratios are tokens/s over tokens/s from this
 one run. The ids are Zipf-distributed (exponent 1.2) like the words of text, in texts of 500.
 """
 
@@ -57,7 +59,7 @@ def _peak_rss_mib() -> float:
 def worker_fingerprint(vocab: int, n: int, peer_n: int, scheme_name: str) -> dict:
     from fingerprint.keys import FingerprintKey
     from fingerprint.schemes.hf_kgw import hashing_key_secret
-    from fingerprint.windows import select_tuples, tuple_table
+    from fingerprint.verify import VerifyOptions, text_evidence, verify_evidence
 
     ids = token_ids(vocab, n)
     offsets = np.arange(0, n + 1, TEXT_LEN, dtype=np.int64)
@@ -69,16 +71,13 @@ def worker_fingerprint(vocab: int, n: int, peer_n: int, scheme_name: str) -> dic
     else:
         key = FingerprintKey(bytes(range(32)), "greenlist", {"context_width": 1, "gamma": GAMMA}, vocab)
     scheme = key.scheme_object()
+    options = VerifyOptions(n_decoys=0)
 
     def run() -> object:
-        table = tuple_table(ids, offsets, 1, vocab_size=vocab)
-        sel = select_tuples(table)
-        from fingerprint.prf import encode_tuples
-
-        blocks = encode_tuples(table.windows(sel.mask), table.next_tokens(sel.mask))
-        scores = scheme.scores_of_blocks(blocks)
-        keep = scheme.distinct_mask(blocks)
-        return scheme.test(scores if keep is None else scores[keep])
+        # what `fingerprint verify` runs on token ids, without decoys: the evidence (selection,
+        # de-duplication), then scoring, the scheme's exact null and the test
+        evidence = text_evidence(ids, offsets, context_width=1, vocab_size=vocab)
+        return verify_evidence(evidence, key, options=options).results[0].test
 
     rounds = 1 if scheme_name == "hf-kgw" else 3
     times = []
@@ -91,11 +90,13 @@ def worker_fingerprint(vocab: int, n: int, peer_n: int, scheme_name: str) -> dic
            "n_tested": int(result.n)}
     if scheme_name == "hf-kgw":
         sub = ids[:peer_n]
-        flags = scheme.green_flags(sub[:-1, None], sub[1:])
-        pairs = sub[:-1] * vocab + sub[1:]
-        first = np.sort(np.unique(pairs, return_index=True)[1])
-        out["green_all"] = int(flags.sum())
-        out["green_distinct"] = int(flags[first].sum())
+        # every token (transformers' ignore_repeated_ngrams=False): the scheme's green flags
+        out["green_all"] = int(scheme.green_flags(sub[:-1, None], sub[1:]).sum())
+        # once per distinct (previous token, token) (ignore_repeated_ngrams=True): the statistic the
+        # pipeline tests on the same ids as one text
+        sub_test = verify_evidence(text_evidence(sub, np.array([0, sub.size]), context_width=1, vocab_size=vocab),
+                                   key, options=options).results[0].test
+        out["green_distinct"] = int(sub_test.statistic)
     out["peak_rss_mib"] = _peak_rss_mib()
     return out
 

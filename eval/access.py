@@ -6,12 +6,16 @@ for the same student and the same token budget:
 
 * **text**: the student's sampled answers (the published radioactivity test, the baseline);
 * **logprobs**: the same answers with the student's top-5 logprobs at every position (the
-  weighted saddlepoint statistic of ``fingerprint.access``);
+  weighted saddlepoint statistic of ``fingerprint.verify.access``);
 * **reading**: clean texts from the teacher (sampled without the fingerprint) fed to the
   student with teacher forcing; its top-1 prediction at every position is scored. Tokens
   counted are tokens fed.
 
-Run (about 8 minutes): ``python -m eval.access --seeds 3``. Writes eval/results/access.csv/.md/.png.
+Every point is the verify pipeline (``fingerprint.verify``: the level's evidence, then
+``verify_evidence`` with the level's mode) on what was collected up to that many tokens
+(:mod:`eval.collected`).
+
+Run (about 10 minutes): ``python -m eval.access --seeds 3``. Writes eval/results/access.csv/.md/.png.
 """
 
 from __future__ import annotations
@@ -25,17 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-from fingerprint.access import VocabMapper, logprob_items, reading_items, access_test
+from eval.collected import exchange_prefix, token_prefix
 from fingerprint.corpus import Exchange, ExchangeSet
 from fingerprint.keys import FingerprintKey
 from fingerprint.sim.distill import corpus_prompts, distill_student, fingerprinted_responses
 from fingerprint.sim.generate import generate
 from fingerprint.sim.teacher import build_teacher
 from fingerprint.tokenize import token_bytes_table
-from fingerprint.windows import select_tuples, tuple_table
+from fingerprint.verify import VerifyOptions, text_evidence, verify_evidence
+from fingerprint.verify.access import VocabMapper, logprob_evidence, reading_evidence
 
 RESULTS = Path(__file__).parent / "results"
 LEVELS = ("text", "logprobs", "reading")
+#: The exact test of each access level, without decoys (the fed texts are clean teacher texts).
+OPTIONS = {level: VerifyOptions(mode=level, n_decoys=0, fed_texts_clean=level == "reading") for level in LEVELS}
 
 
 def _flat(arrays):
@@ -64,15 +71,20 @@ def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray) -> list[
         for mark, lp in zip(marks, values):
             rows.append({"seed": seed, "rho": rho, "level": level, "tokens": int(mark), "log10_p": lp})
 
+    def log10_p(evidence) -> float:
+        """The pipeline's exact (unadjusted) p-value of the key on one level's evidence."""
+        return verify_evidence(evidence, key, options=OPTIONS[evidence.mode]).results[0].test.log10_pvalue
+
+    vocab = teacher.vocab_size
     # text only
     tokens, offsets = _flat(answers)
     p_tokens, p_offsets = _flat(queries)
-    table = tuple_table(tokens, offsets, 2, vocab_size=teacher.vocab_size)
-    sel = select_tuples(table, prompt_tokens=p_tokens, prompt_offsets=p_offsets)
-    kept = table.positions[sel.mask]
-    cum = np.concatenate(([0.0], np.cumsum(scheme.tuple_scores(table.windows(sel.mask), table.next_tokens(sel.mask)))))
-    n_at = np.searchsorted(kept, marks)
-    record("text", list(scheme.log10_pvalues(cum[n_at], n_at)))
+    values = []
+    for m in marks:
+        t_m, o_m, pt_m, po_m = token_prefix(tokens, offsets, p_tokens, p_offsets, int(m))
+        values.append(log10_p(text_evidence(t_m, o_m, context_width=2, vocab_size=vocab, prompt_tokens=pt_m,
+                                            prompt_offsets=po_m)))
+    record("text", values)
     # logprobs of the same answers
     exchanges = []
     for i, (q, a, (ids, lps)) in enumerate(zip(queries, answers, tops)):
@@ -81,10 +93,8 @@ def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray) -> list[
         exchanges.append(Exchange(f"q{i}", teacher.tokenizer.decode(q), teacher.tokenizer.decode(a), "sim", lp))
     ex = ExchangeSet(exchanges=exchanges)
     mapper = VocabMapper(teacher.tokenizer)
-    items = logprob_items(ex, teacher.tokenizer, mapper, 2, teacher.vocab_size)
-    scores = scheme.tuple_scores(items.windows, items.tokens).astype(np.float64)
-    record("logprobs", [access_test(scheme, items, scores, int(np.searchsorted(items.position, m))).log10_pvalue
-                        for m in marks])
+    record("logprobs", [log10_p(logprob_evidence(exchange_prefix(ex, int(m), "logprobs"), teacher.tokenizer, mapper,
+                                                 2, vocab)) for m in marks])
     # reading: clean teacher texts fed to the student
     feed_prompts, _ = corpus_prompts(teacher, n_q, length=8, rng=rng)
     fed = generate(teacher.model, feed_prompts, 200, rng, batch_size=500)
@@ -101,9 +111,10 @@ def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray) -> list[
         plp = tuple((tb[int(f_tokens[j])], ((tb[int(preds[j])], 0.0),) if j > f_offsets[i] else ())
                     for j in seg)
         exchanges.append(Exchange(f"f{i}", teacher.tokenizer.decode(fed[i]), "", "sim", None, plp))
-    r_items = reading_items(ExchangeSet(exchanges=exchanges), mapper, 2, teacher.vocab_size, exclude_fed_pairs=False)
-    r_scores = scheme.tuple_scores(r_items.windows, r_items.tokens).astype(np.float64)
-    record("reading", [access_test(scheme, r_items, r_scores, int(np.searchsorted(r_items.position, m))).log10_pvalue
+    fed_set = ExchangeSet(exchanges=exchanges)
+    # the fed texts are clean (sampled without the fingerprint): pairs seen in them are scored
+    record("reading", [log10_p(reading_evidence(exchange_prefix(fed_set, int(m), "prompt_logprobs"), mapper, 2, vocab,
+                                                exclude_fed_pairs=not OPTIONS["reading"].fed_texts_clean))
                        for m in marks])
     for level in LEVELS:
         last = [r["log10_p"] for r in rows if r["level"] == level][-1]

@@ -5,7 +5,8 @@ greenlist fingerprint (h = 2, gamma = 0.25, delta = 3). A student base (another 
 transformer) is trained on half of the corpus; the **student** is that base fine-tuned on a
 mixture where a fraction rho of the tokens are the teacher's fingerprinted answers, the
 **control** is the same base fine-tuned on clean text only. Both answer fresh prompts; the
-text-only and supervised tests run on their answers.
+verify pipeline (``fingerprint.verify``, no decoys) tests their answers text-only and supervised
+(scoring restricted to windows of the teacher's served answers).
 
 Run (about 10-15 minutes of CPU): ``python -m eval.neural``. Writes eval/results/neural.md/.csv.
 """
@@ -26,7 +27,8 @@ from fingerprint.sim.distill import FingerprintedData
 from fingerprint.sim.generate import generate
 from fingerprint.sim.neural import TinyTransformerLM
 from fingerprint.sim.teacher import build_teacher
-from fingerprint.windows import WindowFilter, select_tuples
+from fingerprint.verify import VerifyOptions, text_evidence, verify_evidence
+from fingerprint.windows import WindowFilter
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -94,14 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         model.fit(tok, off, steps=args.finetune_steps, batch_size=32, lr=1e-3)
         say(f"{name}: answering {args.queries} x {args.answer_tokens} tokens")
         ans = generate(model, queries, args.answer_tokens, rng, batch_size=256)
-        scored = scheme.score(*_flat(ans))
+        a_tokens, a_offsets = _flat(ans)
         for mode, wf in (("text", None), ("supervised", served)):
-            sel = select_tuples(scored.table, prompt_tokens=q_tokens, prompt_offsets=q_offsets, window_filter=wf)
-            res = scheme.test(scored.scores[sel.mask])
+            ev = text_evidence(a_tokens, a_offsets, context_width=2, vocab_size=vocab, prompt_tokens=q_tokens,
+                               prompt_offsets=q_offsets, window_filter=wf)
+            res = verify_evidence(ev, key, options=VerifyOptions(n_decoys=0)).results[0]
             rows.append({"suspect": name, "rho": args.rho if name == "student" else 0.0, "mode": mode,
-                         "tokens": int(sum(a.size for a in ans)), "n_scored": sel.counts.scored,
-                         "log10_p": res.log10_pvalue, "effect": res.effect.value})
-            say(f"{name} {mode}: log10 p = {res.log10_pvalue:.1f} ({sel.counts.scored:,} tuples)")
+                         "tokens": res.counts.tokens_read, "n_scored": res.counts.scored,
+                         "log10_p": res.test.log10_pvalue, "effect": res.test.effect.value})
+            say(f"{name} {mode}: log10 p = {res.test.log10_pvalue:.1f} ({res.counts.scored:,} tuples)")
     with open(out / "neural.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()

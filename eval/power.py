@@ -3,10 +3,11 @@ and the number of suspect tokens, for text-only and supervised (served-window) a
 
 For each seed: a fresh key; the teacher answers distillation prompts through the
 fingerprint (the pool); students (trigram) are trained on half of the corpus plus a fraction
-rho of pool tokens; each student answers fresh corpus prompts; the test runs on growing
-prefixes of its answers. The text-only row is the published radioactivity test (Sander et
-al. 2024: exact binomial, (window, token) de-duplication, prompt exclusion, text only), the
-baseline for every later improvement.
+rho of pool tokens; each student answers fresh corpus prompts; the verify pipeline
+(``fingerprint.verify``, no decoys) runs on growing prefixes of its answers, each prefix being
+what the owner holds after collecting that many tokens (:mod:`eval.collected`). The text-only
+row is the published radioactivity test (Sander et al. 2024: exact binomial, (window, token)
+de-duplication, prompt exclusion, text only), the baseline for every later improvement.
 
 Run (about 15 minutes on 2 cores):
 
@@ -28,14 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.collected import token_prefix
 from fingerprint.keys import FingerprintKey
 from fingerprint.sim.distill import corpus_prompts, distill_student, fingerprinted_responses
 from fingerprint.sim.generate import generate
 from fingerprint.sim.teacher import build_teacher
-from fingerprint.windows import WindowFilter, select_tuples, tuple_table
+from fingerprint.verify import VerifyOptions, text_evidence, verify_evidence
+from fingerprint.windows import WindowFilter
 
 RESULTS = Path(__file__).parent / "results"
 SCHEME_PARAMS = {"greenlist": {"gamma": 0.25, "delta": 3.0}, "gumbel": {}, "tournament": {}}
+#: The exact test only: decoys are the validity experiment's business (eval/validity.py).
+OPTIONS = VerifyOptions(n_decoys=0)
 
 
 def _flat(arrays):
@@ -67,19 +72,18 @@ def run_seed(args: tuple) -> list[dict]:
         queries, _ = corpus_prompts(teacher, n_queries, length=12, rng=rng)
         answers = generate(student, queries, response_tokens, rng, batch_size=1000)
         tokens, offsets = _flat(answers)
-        p_tokens, p_offsets = _flat(queries)
-        table = tuple_table(tokens, offsets, h, vocab_size=teacher.vocab_size)
+        prompts = _flat(queries)
         for mode, wf in (("text", None), ("supervised", served)):
-            sel = select_tuples(table, prompt_tokens=p_tokens, prompt_offsets=p_offsets, window_filter=wf)
-            kept_pos = table.positions[sel.mask]
-            scores = scheme.tuple_scores(table.windows(sel.mask), table.next_tokens(sel.mask))
-            cum = np.concatenate(([0.0], np.cumsum(scores, dtype=np.float64)))
             for b in budgets:
-                n = int(np.searchsorted(kept_pos, b))
-                res = scheme.test_totals(float(cum[n]), n)
+                # the pipeline on the first b suspect tokens (prompt exclusion, window filter,
+                # de-duplication, the scheme's exact null), as `fingerprint verify` would run it
+                t_b, o_b, pt_b, po_b = token_prefix(tokens, offsets, *prompts, b)
+                ev = text_evidence(t_b, o_b, context_width=h, vocab_size=teacher.vocab_size, prompt_tokens=pt_b,
+                                   prompt_offsets=po_b, window_filter=wf)
+                res = verify_evidence(ev, key, options=OPTIONS).results[0]
                 rows.append({"scheme": scheme_name, "h": h, "seed": seed, "rho": rho, "rho_reached": round(reached, 5),
-                             "mode": mode, "tokens": b, "n_scored": n, "log10_p": res.log10_pvalue,
-                             "effect": res.effect.value})
+                             "mode": mode, "tokens": b, "n_scored": res.counts.scored,
+                             "log10_p": res.test.log10_pvalue, "effect": res.test.effect.value})
         print(f"  seed {seed} rho {rho:.3f}: text log10 p at {max(budgets):,} tokens = "
               f"{[r['log10_p'] for r in rows if r['rho'] == rho and r['mode'] == 'text'][-1]:.1f}",
               file=sys.stderr, flush=True)

@@ -27,7 +27,9 @@ which scheme produced the scores.
 from __future__ import annotations
 
 import abc
+import functools
 import math
+from typing import Callable
 
 import numpy as np
 from scipy import integrate, special, stats
@@ -252,21 +254,35 @@ class BinomialNull(NullModel):
         return math.sqrt(self.p * (1 - self.p))
 
     def items_needed(self, effect: float, log10_alpha: float) -> float:
-        """Smallest item count whose minimum detectable effect is at most ``effect`` (exact search)."""
-        if effect <= 0:
-            return math.inf
-        if self.prefix(1 << 40).min_detectable_effect(log10_alpha) > effect:
-            return math.inf
-        lo, hi = 0, 1
-        while self.prefix(hi).min_detectable_effect(log10_alpha) > effect:
-            lo, hi = hi, hi * 2
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self.prefix(mid).min_detectable_effect(log10_alpha) > effect:
-                lo = mid
-            else:
-                hi = mid
-        return float(hi)
+        """Smallest item count whose minimum detectable effect is at most ``effect`` (exact search;
+        it does not depend on this null's own count, so it is cached across nulls and keys)."""
+        return _binomial_items_needed(self.p, self.trials_per_item, float(effect), float(log10_alpha))
+
+
+def _smallest_count(mde: Callable[[int], float], effect: float) -> float:
+    """Smallest n >= 1 with ``mde(n) <= effect`` (``mde`` non-increasing), by doubling and bisection."""
+    if effect <= 0 or mde(1 << 40) > effect:
+        return math.inf
+    lo, hi = 0, 1
+    while mde(hi) > effect:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if mde(mid) > effect:
+            lo = mid
+        else:
+            hi = mid
+    return float(hi)
+
+
+@functools.lru_cache(maxsize=256)
+def _binomial_items_needed(p: float, trials_per_item: int, effect: float, log10_alpha: float) -> float:
+    return _smallest_count(lambda n: BinomialNull(n, p, trials_per_item).min_detectable_effect(log10_alpha), effect)
+
+
+@functools.lru_cache(maxsize=256)
+def _gamma_items_needed(effect: float, log10_alpha: float) -> float:
+    return _smallest_count(lambda n: GammaNull(n).min_detectable_effect(log10_alpha), effect)
 
 
 class GammaNull(NullModel):
@@ -338,18 +354,7 @@ class GammaNull(NullModel):
         return 0.0, hi
 
     def items_needed(self, effect: float, log10_alpha: float) -> float:
-        if effect <= 0:
-            return math.inf
-        lo, hi = 0, 1
-        while GammaNull(hi).min_detectable_effect(log10_alpha) > effect:
-            lo, hi = hi, hi * 2
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if GammaNull(mid).min_detectable_effect(log10_alpha) > effect:
-                lo = mid
-            else:
-                hi = mid
-        return float(hi)
+        return _gamma_items_needed(float(effect), float(log10_alpha))
 
 
 class ShiftNull(NullModel):

@@ -75,13 +75,13 @@ class _Scored:
     """One key's view of the evidence: kept items, their (weighted) scores and the null."""
 
     keep: np.ndarray | None  # (n,) bool of the evidence's items, None = all
-    scores: np.ndarray  # (n_kept,) float64, weights applied
+    scores: np.ndarray  # (n_kept,) weights applied (float64), else the scheme's own dtype
     null: NullModel
-    raw: np.ndarray  # (n_kept,) float64, the items' own scores (weights not applied)
+    raw: np.ndarray  # (n_kept,) the items' own scores (weights not applied)
 
 
 def _score(scheme: Scheme, ev: Evidence, reuse: "_Scored | None" = None) -> _Scored:
-    raw = scheme.scores_of_blocks(ev.blocks).astype(np.float64)
+    raw = scheme.scores_of_blocks(ev.blocks)  # native dtype (int8 flags): sums and cumsums take float64
     keep = scheme.distinct_mask(ev.blocks) if len(ev) else None
     if keep is not None and bool(keep.all()):
         keep = None
@@ -103,8 +103,10 @@ def _kept(arr: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
 def _trajectory(s: _Scored, positions: np.ndarray, marks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """log10 p-values at each mark ``(M,)`` and the number of items read by then ``(M,)``."""
     n_at = np.searchsorted(_kept(positions, s.keep), marks, side="left")
-    cum = np.concatenate(([0.0], np.cumsum(s.scores, dtype=np.float64)))
-    return s.null.log10_sf_prefixes(cum[n_at], n_at), n_at
+    # totals at the marks: one pass of slice sums, not a cumsum of every item (decoys repeat this)
+    bounds = np.concatenate(([0], n_at))
+    totals = np.cumsum([s.scores[a:b].sum(dtype=np.float64) for a, b in zip(bounds[:-1], bounds[1:])])
+    return s.null.log10_sf_prefixes(np.asarray(totals, dtype=np.float64), n_at), n_at
 
 
 def _response_scores(scheme: Scheme, ev: Evidence, s: _Scored) -> ResponseScores:
