@@ -78,7 +78,7 @@ def test_access_experiment_small(tmp_path, teacher):
 
 
 def test_validity_experiment_small(tmp_path, teacher):
-    keys = 200
+    keys = 120
     assert validity.main(["--keys", str(keys), "--tokens", "10000", "--out", str(tmp_path)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "validity.csv")))
     assert len(rows) == 2 * len(validity.SETTINGS) * 2
