@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # times transformers on 200k tokens: a benchmark (run with -m slow)
 def test_peers_command_writes_the_table_with_equal_green_counts(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# Benchmarks\n\n<!-- peers:begin -->\nold table\n<!-- peers:end -->\n\nafter\n")

@@ -129,9 +129,10 @@ def _records(path):
 def test_collect_until_detected_stops_early_on_the_student_and_not_on_the_control(students, teacher):
     d, key_path, models, qfile = students
     tok = teacher.tokenizer.source
-    budget = 300
+    budgets = {0.0: 150, 0.1: 300}
     used = {}
     for rho, model in models.items():
+        budget = budgets[rho]
         out = d / f"evidence-{rho}.jsonl"
         with serve(ServedModel(model, teacher.tokenizer)) as srv:
             if rho > 0:  # a first run with a small budget, then a resume that continues the same e-process
@@ -155,6 +156,7 @@ def test_collect_until_detected_stops_early_on_the_student_and_not_on_the_contro
         else:
             assert "budget used, not detected" in text, text
             assert doc["verdict"] == "not detected" and doc["anytime_log10_pvalue"] > -3
-    print(f"requests used until detected: student {used[0.1]} of {budget}, control {used[0.0]} of {budget}")
-    assert used[0.0] == budget
-    assert 24 < used[0.1] < budget / 2, used  # stopped well before the budget
+    print(f"requests used until detected: student {used[0.1]} of {budgets[0.1]}, control {used[0.0]} of "
+          f"{budgets[0.0]}")
+    assert used[0.0] == budgets[0.0]
+    assert 24 < used[0.1] < budgets[0.1] / 2, used  # stopped well before the budget
