@@ -1,6 +1,7 @@
 """Suspect tokens needed for p < 1e-6 at each access level, on the same students.
 
-Per seed: a fresh greenlist key (h = 2, gamma = 0.25, delta = 3); trigram students trained on
+Per seed: a fresh key (default greenlist, h = 2, gamma = 0.25, delta = 3; ``--scheme`` takes any
+scheme of ``eval.power.SCHEME_PARAMS`` whose pairs are scored independently); trigram students trained on
 half of the corpus plus a fraction rho (default 2%) of fingerprinted teacher answers. Then,
 for the same student and the same token budget:
 
@@ -15,7 +16,8 @@ Every point is the verify pipeline (``fingerprint.verify``: the level's evidence
 ``verify_evidence`` with the level's mode) on what was collected up to that many tokens
 (:mod:`eval.collected`).
 
-Run (about 10 minutes): ``python -m eval.access --seeds 3``. Writes eval/results/access.csv/.md/.png.
+Run (about 10 minutes): ``python -m eval.access --seeds 3``. Writes eval/results/access.csv/.md/.png
+(``access-<scheme>.*`` for another scheme).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.collected import exchange_prefix, token_prefix
+from eval.power import SCHEME_PARAMS, scheme_of
 from fingerprint.corpus import Exchange, ExchangeSet
 from fingerprint.keys import FingerprintKey
 from fingerprint.sim.distill import corpus_prompts, distill_student, fingerprinted_responses
@@ -49,11 +52,12 @@ def _flat(arrays):
     return np.concatenate(arrays), np.concatenate(([0], np.cumsum([a.size for a in arrays]))).astype(np.int64)
 
 
-def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray) -> list[dict]:
+def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray, scheme_name: str = "greenlist") -> list[dict]:
     teacher = build_teacher()
     tb = token_bytes_table(teacher.tokenizer)
     rng = np.random.default_rng(5000 + seed)
-    key = FingerprintKey.generate("greenlist", vocab_size=teacher.vocab_size, context_width=2, delta=3.0)
+    key = FingerprintKey.generate(scheme_of(scheme_name), vocab_size=teacher.vocab_size, context_width=2,
+                                  **SCHEME_PARAMS[scheme_name])
     scheme = key.scheme_object()
     n_par = teacher.offsets.size - 1
     half = np.sort(rng.choice(n_par, size=n_par // 2, replace=False))
@@ -69,7 +73,7 @@ def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray) -> list[
 
     def record(level: str, values: list[float]) -> None:
         for mark, lp in zip(marks, values):
-            rows.append({"seed": seed, "rho": rho, "level": level, "tokens": int(mark), "log10_p": lp})
+            rows.append({"scheme": scheme_name, "seed": seed, "rho": rho, "level": level, "tokens": int(mark), "log10_p": lp})
 
     def log10_p(evidence) -> float:
         """The pipeline's exact (unadjusted) p-value of the key on one level's evidence."""
@@ -140,20 +144,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rho", type=float, default=0.02)
     ap.add_argument("--max-tokens", type=int, default=200_000)
+    ap.add_argument("--scheme", default="greenlist", choices=sorted(SCHEME_PARAMS))
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     out = Path(args.out)
+    stem = "access" if args.scheme == "greenlist" else f"access-{args.scheme}"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     marks = np.unique(np.geomspace(2000, args.max_tokens, 30).round().astype(np.int64))
     rows: list[dict] = []
     for seed in range(args.seeds):
-        rows.extend(run_seed(seed, args.rho, args.max_tokens, marks))
-    with open(out / "access.csv", "w", newline="") as fh:
+        rows.extend(run_seed(seed, args.rho, args.max_tokens, marks, args.scheme))
+    with open(out / f"{stem}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    lines = [f"Suspect tokens needed for p < 1e-6 at rho = {args.rho:.0%} (greenlist h=2, delta=3; "
+    lines = [f"Suspect tokens needed for p < 1e-6 at rho = {args.rho:.0%} ({args.scheme} h=2 {SCHEME_PARAMS[args.scheme]}; "
              f"{args.seeds} seeds, budget {args.max_tokens:,} tokens; 'inf' = not reached).", "",
              "| access level | tokens needed per seed | median | vs text | log10 p at budget (median) |",
              "|---|---|---|---|---|"]
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  else f"{ratio:.1f}x fewer" if math.isfinite(ratio) else "n/a")
         lines.append(f"| {level} | {', '.join('inf' if math.isinf(x) else f'{x:,.0f}' for x in need)} | "
                      f"{'inf' if math.isinf(med) else f'{med:,.0f}'} | {ratio_s} | {at_budget:.1f} |")
-    (out / "access.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
 
@@ -188,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_ylim(bottom=0)
     ax.set_xlabel("suspect tokens (generated, or fed in reading mode)")
     ax.set_ylabel("-log10 p (median over seeds)")
-    ax.set_title(f"Access levels at rho = {args.rho:.0%}")
+    ax.set_title(f"Access levels at rho = {args.rho:.0%} ({args.scheme})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "access.png", dpi=110)
+    fig.savefig(out / f"{stem}.png", dpi=110)
     print("\n".join(lines))
-    print(f"wrote {out}/access.csv/.md/.png in {time.time() - t0:.0f}s")
+    print(f"wrote {out}/{stem}.csv/.md/.png in {time.time() - t0:.0f}s")
     return 0
 
 

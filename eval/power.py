@@ -38,7 +38,14 @@ from fingerprint.verify import VerifyOptions, text_evidence, verify_evidence
 from fingerprint.windows import WindowFilter
 
 RESULTS = Path(__file__).parent / "results"
-SCHEME_PARAMS = {"greenlist": {"gamma": 0.25, "delta": 3.0}, "gumbel": {}, "tournament": {}}
+SCHEME_PARAMS = {"greenlist": {"gamma": 0.25, "delta": 3.0}, "gumbel": {}, "tournament": {},
+                 # vLLM's native watermark (Gumbel-max with its Philox PRF), single and dual key
+                 "vllm-gumbel": {}, "vllm-gumbel-dual": {"algorithm": "dual_key_gumbel"}}
+
+
+def scheme_of(name: str) -> str:
+    """The registered scheme behind a SCHEME_PARAMS entry (``vllm-gumbel-dual`` is ``vllm-gumbel``)."""
+    return "vllm-gumbel" if name.startswith("vllm-gumbel") else name
 #: The exact test only: decoys are the validity experiment's business (eval/validity.py).
 OPTIONS = VerifyOptions(n_decoys=0)
 
@@ -52,7 +59,7 @@ def run_seed(args: tuple) -> list[dict]:
     scheme_name, h, seed, rhos, budgets, response_tokens = args
     teacher = build_teacher()
     rng = np.random.default_rng(1000 + seed)
-    key = FingerprintKey.generate(scheme_name, vocab_size=teacher.vocab_size, context_width=h,
+    key = FingerprintKey.generate(scheme_of(scheme_name), vocab_size=teacher.vocab_size, context_width=h,
                                   **SCHEME_PARAMS[scheme_name])
     scheme = key.scheme_object()
     n_par = teacher.offsets.size - 1

@@ -104,17 +104,20 @@ class FingerprintKey:
         """The keyed scheme (embed and score sides) for this key."""
         return make_scheme(self.scheme, self._secret, self.vocab_size, **self.params)
 
-    def own_scheme_for(self, tokenizer, feature: str) -> Scheme:
-        """The keyed scheme, for a ``feature`` that needs fingerprint's own (PRF-based) schemes,
-        after checking the key covers the tokenizer's ids. Raises :class:`InputError` or
-        :class:`ParameterError` naming the problem."""
+    def pairwise_scheme_for(self, tokenizer, feature: str) -> Scheme:
+        """The keyed scheme, for a ``feature`` that needs independent scores per distinct
+        (window, token) pair (:attr:`Scheme.independent_pairs`), after checking the key covers
+        the tokenizer's ids. Raises :class:`InputError` or :class:`ParameterError` naming the
+        problem."""
         if self.vocab_size < tokenizer.vocab_size:
             raise InputError(f"key {self.key_id} has vocab_size {self.vocab_size}, smaller than the tokenizer's "
                              f"{tokenizer.vocab_size}")
         scheme = self.scheme_object()
-        if not scheme.prf_based:
-            raise ParameterError(f"{feature} supports fingerprint's own schemes (greenlist, gumbel, tournament); "
-                                 f"key {self.key_id} is {self.scheme}: verify its text with --mode text")
+        if not scheme.independent_pairs:
+            able = ", ".join(sorted(n for n, cls in SCHEMES.items() if cls.independent_pairs))
+            raise ParameterError(f"{feature} needs a scheme whose distinct (window, token) pairs are scored "
+                                 f"independently ({able}); key {self.key_id} is {self.scheme}: verify its text "
+                                 f"with --mode text")
         return scheme
 
     # ---- persistence -------------------------------------------------------------------

@@ -258,7 +258,7 @@ def measure_strength(responses: ExchangeSet, tokenizer, key: FingerprintKey, *,
     say = progress or (lambda _m: None)
     if not responses.exchanges:
         raise InputError("no responses to measure")
-    scheme = key.own_scheme_for(tokenizer, "strength")
+    scheme = key.pairwise_scheme_for(tokenizer, "strength")
     if seed is None:
         seed = int(getattr(radioactivity, "seed", 0))
     say(f"tokenizing {len(responses.exchanges):,} responses")

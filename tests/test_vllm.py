@@ -341,3 +341,113 @@ def test_gamma_approximation_error(alpha, n):
     t = 60.0
     assert math.log10(vllm_detector_pvalue(t, 40, 0.5)) == pytest.approx(
         float(GammaSumNull(40, (0.5, 0.5)).log10_sf(np.array([t]))[0]), rel=1e-12)
+
+
+# ---- the stronger access modes and the strength guard -------------------------------------------
+
+def _logprob_exchanges(teacher, model, prompts, n_tokens: int, rng) -> "fingerprint.ExchangeSet":
+    """A model's answers with its top-5 logprobs at every position, as `collect --logprobs 5` records them."""
+    from fingerprint.corpus import Exchange, ExchangeSet
+    from fingerprint.sim.generate import generate
+    from fingerprint.tokenize import token_bytes_table
+
+    tb = token_bytes_table(teacher.tokenizer)
+    tops: list = []
+    answers = generate(model, prompts, n_tokens, rng, batch_size=256, top_logprobs=5, top_out=tops)
+    return ExchangeSet(exchanges=[
+        Exchange(f"q{i}", teacher.tokenizer.decode(q), teacher.tokenizer.decode(a), "sim",
+                 tuple((tb[int(t)], tuple((tb[int(c)], float(v)) for c, v in zip(ids[j], lps[j])))
+                       for j, t in enumerate(a)))
+        for i, (q, a, (ids, lps)) in enumerate(zip(prompts, answers, tops))])
+
+
+def _reading_exchanges(teacher, model, texts) -> "fingerprint.ExchangeSet":
+    """Texts fed to a model with teacher forcing and its top-1 prediction at every position
+    (what `collect --echo --logprobs 1` records)."""
+    from fingerprint.corpus import Exchange, ExchangeSet
+    from fingerprint.tokenize import token_bytes_table
+
+    tb = token_bytes_table(teacher.tokenizer)
+    out = []
+    for i, t in enumerate(texts):
+        ctx = np.stack([np.r_[-np.ones(model.context_size, np.int64), t][j:j + model.context_size]
+                        for j in range(t.size)])
+        pred = model.next_logprobs(ctx).argmax(axis=1)
+        out.append(Exchange(f"f{i}", teacher.tokenizer.decode(t), "", "sim", None,
+                            tuple((tb[int(t[j])], ((tb[int(pred[j])], 0.0),) if j else ()) for j in range(t.size))))
+    return ExchangeSet(exchanges=out)
+
+
+@pytest.mark.parametrize("params", [{}, {"algorithm": "dual_key_gumbel", "alpha": 0.2}])
+def test_access_modes_valid_over_300_keys_on_an_innocent_student(teacher, distilled, params):
+    """Logprob and reading statistics of vllm-gumbel keys on a student that never saw them (the
+    control distilled without any fingerprint): randomized p-values uniform over 300 keys."""
+    from fingerprint.verify import verify_evidence
+    from fingerprint.verify.access import VocabMapper, logprob_evidence, reading_evidence
+    from fingerprint.sim.generate import generate
+
+    _, pool, students = distilled
+    control = students[0.0]
+    rng = np.random.default_rng(8)
+    key = FingerprintKey(vllm_key_secret(0xC0FFEE), "vllm-gumbel", {"context_width": 2, **params}, teacher.vocab_size)
+    mapper = VocabMapper(teacher.tokenizer)
+    lp = logprob_evidence(_logprob_exchanges(teacher, control, _prompts(teacher, 40), 60, rng), teacher.tokenizer,
+                          mapper, 2, teacher.vocab_size)
+    fed = generate(teacher.model, pool.prompts[:40], 60, rng)  # clean owner texts
+    rd = reading_evidence(_reading_exchanges(teacher, control, fed), mapper, 2, teacher.vocab_size,
+                          exclude_fed_pairs=False)
+    for ev in (lp, rd):
+        res = verify_evidence(ev, key, options=VerifyOptions(mode=ev.mode, n_decoys=300, decoy_seed=5,
+                                                              fed_texts_clean=True, trajectory_points=2)).results[0]
+        assert res.counts.scored > 1000
+        assert res.decoys.ks_pvalue > 0.01, (ev.mode, params)
+        p = 10 ** res.decoys.log10_pvalues
+        assert (p <= 0.01).sum() <= stats.binom.ppf(0.999, 300, 0.01), (ev.mode, params)
+
+
+@pytest.fixture(scope="module")
+def vllm_students(teacher):
+    """A vllm-gumbel key (h = 2), its teacher's answers (30k tokens) and a trigram student trained
+    on them alone (rho = 1)."""
+    from fingerprint.sim.distill import distill_student, fingerprinted_responses
+
+    key = FingerprintKey(vllm_key_secret(0xD15711), "vllm-gumbel", {"context_width": 2}, teacher.vocab_size)
+    rng = np.random.default_rng(21)
+    pool = fingerprinted_responses(teacher, key.scheme_object(), 30_000, rng=rng)
+    student, _ = distill_student(np.zeros(0, np.int64), np.zeros(1, np.int64), pool, 1.0,
+                                 vocab_size=teacher.vocab_size)
+    return key, pool, student
+
+
+def test_logprob_mode_detects_a_student_of_vllm_outputs(teacher, vllm_students):
+    key, pool, student = vllm_students
+    ex = _logprob_exchanges(teacher, student, _prompts(teacher, 20), 50, np.random.default_rng(4))
+    r = fingerprint.verify_exchanges(ex, teacher.tokenizer, key,
+                                     options=VerifyOptions(mode="logprobs", n_decoys=20)).results[0]
+    assert r.mode == "logprobs" and r.verdict == "detected" and r.test.log10_pvalue < -6, r.test
+    assert r.decoys is not None and r.decoys.passed
+
+
+def test_strength_measures_vllm_releases(teacher, vllm_students):
+    """The CI guard on a vllm-gumbel release: fingerprinted answers have a clear effect and are
+    detectable one by one; answers sampled without it are not."""
+    from fingerprint.corpus import Exchange, ExchangeSet
+    from fingerprint.sim.generate import generate
+    from fingerprint.strength import measure_strength
+
+    key, pool, _ = vllm_students
+    dec = teacher.tokenizer.decode
+
+    def release(responses) -> ExchangeSet:
+        return ExchangeSet(exchanges=[Exchange(f"r{i}", dec(p), dec(r), "sim")
+                                      for i, (p, r) in enumerate(zip(pool.prompts[:40], responses))])
+
+    marked = measure_strength(release(pool.responses[:40]), teacher.tokenizer, key)
+    plain = measure_strength(release(generate(teacher.model, pool.prompts[:40], 200, np.random.default_rng(3))),
+                             teacher.tokenizer, key)
+    assert marked.scheme == "vllm-gumbel" and marked.log10_pvalue < -100 and marked.effect > 0.3
+    assert marked.detectable_share > 0.8 and marked.unmarked_share < 0.1
+    assert plain.log10_pvalue > -3 and plain.detectable_share < 0.1 and abs(plain.effect) < 0.1
+    hf = FingerprintKey.generate("hf-kgw", vocab_size=teacher.vocab_size)
+    with pytest.raises(ParameterError, match="vllm-gumbel"):
+        measure_strength(release(pool.responses[:2]), teacher.tokenizer, hf)

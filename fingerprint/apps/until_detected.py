@@ -37,7 +37,7 @@ class AnytimeDetectionMonitor:
             raise ParameterError(f"alpha must be in (0, 1), got {alpha!r}")
         if check_every < 1:
             raise ParameterError(f"check_every must be >= 1, got {check_every!r}")
-        key.own_scheme_for(tokenizer, "--until-detected")  # same key/tokenizer checks as elsewhere
+        key.pairwise_scheme_for(tokenizer, "--until-detected")  # same key/tokenizer checks as elsewhere
         self.key = key
         self.tokenizer = tokenizer
         self.alpha = float(alpha)

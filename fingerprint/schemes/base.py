@@ -141,9 +141,12 @@ class Scheme(abc.ABC):
         """Per-tuple scores ``(n,)`` of tuples encoded with :func:`fingerprint.prf.encode_tuples`."""
         return self._tuple_scores(self._prf.values_of_blocks(blocks))
 
-    #: False for the schemes reproduced from other toolkits (hf-*): their scores do not come from
-    #: fingerprint's PRF (the strength guard's per-response metrics need the PRF).
-    prf_based: ClassVar[bool] = True
+    #: True when every distinct (window, token) pair gets an independent score under H0, drawn
+    #: from the scheme's per-item null, whatever the other pairs (same window or not). The logprob
+    #: statistic (several candidates per window), reading mode and the strength guard's
+    #: per-response metrics rely on it. False for hf-kgw (a window's green list is a fixed-size
+    #: permutation, shared by every window with the same seed) and hf-synthid.
+    independent_pairs: ClassVar[bool] = True
 
     def distinct_mask(self, blocks: np.ndarray) -> np.ndarray | None:
         """Which of the already (window, token)-distinct tuples ``blocks`` still repeat a score
@@ -212,7 +215,7 @@ class ReproducedScheme(Scheme):
     """A scheme reproduced from another toolkit (hf-*): scores come from its own keyed rule,
     not from fingerprint's PRF. Subclasses define ``tuple_scores(windows, tokens)``."""
 
-    prf_based = False
+    independent_pairs = False
 
     @abc.abstractmethod
     def tuple_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray: ...

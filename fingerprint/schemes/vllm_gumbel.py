@@ -275,6 +275,8 @@ class VllmGumbelScheme(ReproducedScheme):
     ``vocab_size`` is the model's logits width."""
 
     name = "vllm-gumbel"
+    #: Philox draws per (context, token): distinct pairs get independent uniforms.
+    independent_pairs = True
     defaults = {"context_width": 4, "algorithm": "gumbel", "alpha": 0.1, "deduplicate": "tuple"}
 
     secret_options = {"vllm_key": "vLLM's WatermarkConfig key, a 64-bit integer (kept secret in the key file; "

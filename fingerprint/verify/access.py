@@ -219,7 +219,7 @@ def access_evidence(exchanges: ExchangeSet, tokenizer, key: FingerprintKey, opti
                     progress: Callable[[str], None] | None = None) -> Evidence:
     """The evidence of ``options.mode`` (``"logprobs"`` or ``"reading"``) for ``key``'s context width."""
     say = progress or (lambda _m: None)
-    scheme = key.own_scheme_for(tokenizer, f"--mode {options.mode}")
+    scheme = key.pairwise_scheme_for(tokenizer, f"--mode {options.mode}")
     h = scheme.context_width
     mapper = VocabMapper(tokenizer)
     say(f"{options.mode}: mapping the suspect's tokens to the owner's ids")
