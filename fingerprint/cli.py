@@ -6,12 +6,16 @@ import argparse
 import math
 import sys
 import time
-from typing import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Sequence
 
-from .errors import FingerprintError
+from .errors import FingerprintError, ParameterError
 from .keys import FingerprintKey
 from .schemes import SCHEMES
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .scale.sources import Columns
 
 EXIT_OK = 0
 EXIT_DETECTED = 1
@@ -151,31 +155,123 @@ def _anytime_cell(r: dict) -> str:
     return "n/a" if r["anytime_log10_pvalue"] is None else format_pvalue(r["anytime_log10_pvalue"])
 
 
+def _columns(args: argparse.Namespace) -> "Columns":
+    from .scale.sources import Columns
+
+    def name(value: str | None) -> str | None:
+        return None if value in (None, "", "none") else value
+
+    if args.token_column:
+        return Columns(response=None, prompt=None, messages=None, id=name(args.id_column), tokens=args.token_column,
+                       prompt_tokens=name(args.prompt_token_column)).validate()
+    return Columns(response=args.response_column, prompt=name(args.prompt_column), messages=name(args.messages_column),
+                   id=name(args.id_column)).validate()
+
+
+def _served_filters(args: argparse.Namespace, keys, tokenizer, columns, progress):
+    """(window filters per width or None, served ExchangeSet for the report or None,
+    raw served ExchangeSet for verify_exchanges or None)."""
+    from pathlib import Path
+
+    from .corpus import ExchangeSet, InputFile
+    from .scale.sources import read_corpus
+    from .windows import WindowFilter
+
+    if not args.served:
+        return None, None, None
+    vocab = max(k.vocab_size for k in keys)
+    widths = list(dict.fromkeys(k.scheme_object().context_width for k in keys))
+    if len(args.served) == 1 and (Path(args.served[0]) / "manifest.json").is_file():
+        from .scale.index import WindowIndex
+
+        index = WindowIndex.open(args.served[0])
+        progress(f"served-window index {args.served[0]}: {', '.join(f'h={h}: {index.n_windows(h):,}' for h in index.widths)} windows")
+        filters = {h: index.window_filter(h, vocab) for h in widths}
+        listed = ExchangeSet(files=[InputFile(str(index.manifest_path), sha256_of(index.manifest_path),
+                                              "served-window index", sum(g.get("records", 0) for g in index.sources))])
+        return filters, listed, None
+    batch, _ = read_corpus(args.served, replace_prompt_free(columns), skip_invalid=args.skip_invalid,
+                           require_prompt=False)
+    if batch.tokens is not None:
+        assert batch.offsets is not None
+        filters = {h: WindowFilter.from_tokens(batch.tokens, batch.offsets, h, vocab_size=vocab) for h in widths}
+        return filters, batch.exchanges, None
+    if not batch.exchanges.exchanges:
+        from .errors import InputError
+
+        raise InputError("the served-outputs input holds no responses")
+    if args.dask:
+        tokens, offsets = tokenizer.encode_batch(batch.exchanges.responses)
+        filters = {h: WindowFilter.from_tokens(tokens, offsets, h, vocab_size=vocab) for h in widths}
+        return filters, batch.exchanges, None
+    return None, batch.exchanges, batch.exchanges
+
+
+def replace_prompt_free(columns):
+    """Served outputs need no prompt column."""
+    return columns if columns.tokens else replace(columns, prompt=None, messages=None)
+
+
+def sha256_of(path) -> str:
+    from .corpus import sha256_file
+
+    return sha256_file(path)
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .corpus import read_exchanges, sha256_file
+    from .corpus import sha256_file
     from .report import build_report, format_pvalue, render_html, render_markdown, write_json, write_text
+    from .scale.cluster import connect, describe
+    from .scale.sources import read_corpus
     from .tokenize import load_tokenizer
-    from .verify import VERDICT_DETECTED, VerifyOptions, verify_exchanges
+    from .verify import VERDICT_DETECTED, VerifyOptions, verify, verify_exchanges
 
     progress = (lambda _m: None) if args.quiet else _progress
     t0 = time.perf_counter()
     keys = [FingerprintKey.load(k) for k in args.key]
     tokenizer = load_tokenizer(args.tokenizer, tiktoken_pattern=args.tiktoken_pattern)
-    progress(f"reading {len(args.suspect)} suspect file(s)")
-    suspect = read_exchanges(args.suspect, skip_invalid=args.skip_invalid)
-    served = None
-    if args.served:
-        served = read_exchanges(args.served, skip_invalid=args.skip_invalid, require_prompt=False)
-    optional_stopping = bool(args.optional_stopping or suspect.stopping_rules)
-    if suspect.stopping_rules:
-        progress(f"evidence gathered with a stopping rule ({suspect.stopping_rules[0]['file']}): the anytime-valid "
-                 f"p-value decides")
+    columns = _columns(args)
+    filters, served_listed, served_raw = _served_filters(args, keys, tokenizer, columns, progress)
     options = VerifyOptions(mode=args.mode, alpha=args.alpha, n_decoys=args.decoys, decoy_seed=args.decoy_seed,
                             prior_probability=args.prior, effect_prior_max=args.effect_prior_max,
-                            fed_texts_clean=args.fed_texts_clean, optional_stopping=optional_stopping)
-    result = verify_exchanges(suspect, tokenizer, keys, options=options, served=served, progress=progress)
-    doc = build_report(result, suspect=suspect, served=served, tokenizer_path=str(args.tokenizer),
+                            fed_texts_clean=args.fed_texts_clean, optional_stopping=args.optional_stopping)
+    if args.dask:
+        from .scale.engine import verify_partitions
+
+        with connect(args.dask) as engine:
+            if engine.dashboard:
+                progress(f"dask: {engine.workers} worker(s), dashboard {engine.dashboard}")
+            scaled = verify_partitions(args.suspect, keys, tokenizer, options=options, columns=columns,
+                                       window_filters=filters, engine=engine, skip_invalid=args.skip_invalid,
+                                       progress=progress)
+            engine_info = describe(engine, scaled.partitions)
+        result, suspect = scaled.result, scaled.suspect
+    else:
+        progress(f"reading {len(args.suspect)} suspect input(s)")
+        batch, parts = read_corpus(args.suspect, columns, skip_invalid=args.skip_invalid)
+        suspect = batch.exchanges
+        if suspect.stopping_rules and not options.optional_stopping:
+            progress(f"evidence gathered with a stopping rule ({suspect.stopping_rules[0]['file']}): the anytime-valid "
+                     f"p-value decides")
+            options = replace(options, optional_stopping=True)
+        if batch.tokens is not None:
+            from .verify import key_vocab_notes
+
+            if options.mode != "text":
+                raise ParameterError(f"token-id inputs support --mode text only, not {options.mode!r}")
+            notes = key_vocab_notes(tokenizer, keys)
+            result = verify(batch.tokens, batch.offsets, keys=keys, prompt_tokens=batch.prompt_tokens,
+                            prompt_offsets=batch.prompt_offsets, text_ids=batch.ids, options=options,
+                            window_filters=filters, progress=progress)
+            result.notes[:0] = notes
+            result.tokenizer_vocab_size = tokenizer.vocab_size
+        else:
+            result = verify_exchanges(suspect, tokenizer, keys, options=options, served=served_raw,
+                                      window_filters=filters, progress=progress)
+        engine_info = describe(None, len(parts))
+    doc = build_report(result, suspect=suspect, served=served_listed, tokenizer_path=str(args.tokenizer),
                        tokenizer_sha256=sha256_file(args.tokenizer))
+    doc["engine"] = engine_info
     if args.json:
         write_json(doc, args.json)
     if args.markdown:
@@ -417,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="inputs: JSONL exchanges {\"id\", \"prompt\", \"response\"} (prompt: string or "
                "messages list),\nevidence files from `fingerprint collect`, or plain text files.\n"
                "exit codes: 0 run completed (any verdict), 1 detected with --fail-on-detect, 2 bad input.")
-    ver.add_argument("suspect", nargs="+", help="suspect exchanges (JSONL), evidence files or text files")
+    ver.add_argument("suspect", nargs="+", help="suspect exchanges (JSONL), evidence files, text files, Parquet "
+                                                "files, directories or globs of them")
     ver.add_argument("--key", action="append", required=True,
                      help="key file; repeat for several keys (Holm-corrected)")
     ver.add_argument("--tokenizer", required=True,
@@ -431,8 +528,25 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--fed-texts-clean", action="store_true",
                      help="reading mode: the fed texts were NOT produced with this key (exact null, more "
                           "power); without it, pairs occurring in the fed texts are not scored")
-    ver.add_argument("--served", nargs="+", help="the owner's served outputs (JSONL): score only windows "
-                                                 "seen there (the supervised setting)")
+    ver.add_argument("--served", action="append", metavar="PATH",
+                     help="the owner's served outputs (JSONL or Parquet files, directories, globs; repeat for "
+                          "several), or a served-window index built with `fingerprint index build`: score only "
+                          "windows seen there (the supervised setting)")
+    scale = ver.add_argument_group("inputs at scale (directories, globs and Parquet; Dask)")
+    scale.add_argument("--dask", metavar="SPEC",
+                       help="verify partition by partition on Dask: local (one worker per core), local:N, or a "
+                            "scheduler address tcp://host:8786 (needs fingerprint[scale]); the report is the same "
+                            "as without it")
+    scale.add_argument("--response-column", default="response", help="Parquet: the response text column "
+                                                                      "(default response)")
+    scale.add_argument("--prompt-column", default="prompt",
+                       help="Parquet: the prompt text column (default prompt; 'none' for no prompts)")
+    scale.add_argument("--messages-column", help="Parquet: a messages-list column to take the prompt from")
+    scale.add_argument("--id-column", default="id", help="Parquet: the response id column (default id; rows "
+                                                         "are named FILE#ROW when absent)")
+    scale.add_argument("--token-column", help="Parquet: response token ids (the owner's vocabulary) instead of "
+                                              "text")
+    scale.add_argument("--prompt-token-column", help="Parquet, with --token-column: prompt token ids")
     ver.add_argument("--optional-stopping", action="store_true",
                      help="the evidence was gathered until a result was seen: decide on the anytime-valid p-value "
                           "(set automatically for evidence written by collect --until-detected)")

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 from .errors import InputError
 
 __all__ = ["Exchange", "TokenLogprobs", "InputFile", "SkippedRecord", "ExchangeSet", "read_exchanges", "sha256_file",
-           "messages_text", "evidence_record_exchanges"]
+           "messages_text", "evidence_record_exchanges",
+           "RecordError"]
 
 
 #: Per token: (the token's bytes, [(candidate bytes, log-probability), ...] best first).
@@ -102,6 +103,10 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 class _RecordError(Exception):
     """A bad record; the reader adds file and line."""
+
+
+#: Raised by :func:`messages_text` for a malformed messages list (callers add file and line).
+RecordError = _RecordError
 
 
 def _content_text(content: Any, where: str) -> str:

@@ -106,6 +106,8 @@ class TiktokenTokenizer:
                                       special_tokens={})
         self._vocab_size = max(ranks.values()) + 1
         self.source = str(path)
+        #: The pre-tokenization regex (what a worker needs to load the same tokenizer again).
+        self.pattern = pattern
 
     @property
     def vocab_size(self) -> int:

@@ -30,7 +30,8 @@ from ..errors import ParameterError, TokenError
 from ..prf import encode_tuples
 from ..windows import WindowFilter, first_occurrence_mask, select_tuples, tuple_table
 
-__all__ = ["Evidence", "ItemCounts", "merge", "text_evidence", "keep_first_positions", "DUPLICATE_RULE", "MODES"]
+__all__ = ["Evidence", "ItemCounts", "merge", "text_evidence", "keep_first_positions", "placed_at", "DUPLICATE_RULE",
+           "MODES"]
 
 MODES = ("text", "logprobs", "reading")
 
@@ -163,6 +164,17 @@ def text_evidence(tokens: np.ndarray, offsets: np.ndarray, *, context_width: int
                     table.tuple_ids[sel.mask], table.positions[sel.mask] + int(token_start),
                     table.text_index[sel.mask] + int(text_start), None, counts, ids,
                     np.diff(table.offsets), np.arange(table.n_texts, dtype=np.int64) + int(text_start),
+                    int(text_start), int(token_start))
+
+
+def placed_at(ev: Evidence, text_start: int, token_start: int) -> Evidence:
+    """A shard's evidence moved to begin at global text ``text_start`` and token ``token_start``
+    (a shard built on its own, numbered from 0, once the sizes of the shards before it are known)."""
+    dt, dk = int(text_start) - ev.text_start, int(token_start) - ev.token_start
+    if dt == 0 and dk == 0:
+        return ev
+    return Evidence(ev.mode, ev.context_width, ev.vocab_size, ev.blocks, ev.dedup_ids, ev.positions + dk,
+                    ev.text_index + dt, ev.weights, ev.counts, ev.text_ids, ev.text_tokens, ev.text_numbers + dt,
                     int(text_start), int(token_start))
 
 

@@ -39,7 +39,7 @@ from .evidence import Evidence, ItemCounts, text_evidence
 from .result import (BayesSummary, DecoySummary, KeyResult, ResponseScores, Sufficiency, TrajectoryPoint,
                      VerifyOptions, VerifyResult)
 
-__all__ = ["verify", "verify_evidence", "verify_exchanges", "Progress"]
+__all__ = ["verify", "verify_evidence", "verify_exchanges", "key_vocab_notes", "Progress"]
 
 Progress = Callable[[str], None]
 
@@ -309,7 +309,7 @@ def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None
            prompt_tokens: np.ndarray | Sequence[np.ndarray] | None = None, prompt_offsets: np.ndarray | None = None,
            served_tokens: np.ndarray | Sequence[np.ndarray] | None = None, served_offsets: np.ndarray | None = None,
            text_ids: Sequence[str] | None = None, options: VerifyOptions = VerifyOptions(),
-           progress: Progress | None = None) -> VerifyResult:
+           window_filters: dict[int, WindowFilter] | None = None, progress: Progress | None = None) -> VerifyResult:
     """Verify a suspect's token ids against one or more keys (text mode).
 
     Parameters
@@ -325,6 +325,9 @@ def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None
         The owner's served outputs: score only windows seen there (the supervised setting).
     text_ids:
         Names of the responses in per-response scores (default ``"0"``, ``"1"``, ...).
+    window_filters:
+        Instead of ``served_tokens``: a ready window filter per context width (e.g. from a
+        served-window index, :mod:`fingerprint.scale.index`).
     """
     if offsets is None:
         if isinstance(tokens, np.ndarray) and tokens.ndim == 1 and np.issubdtype(tokens.dtype, np.integer):
@@ -332,6 +335,8 @@ def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None
         tokens, offsets = _offsets_of(list(tokens))
     if prompt_tokens is not None and prompt_offsets is None:
         prompt_tokens, prompt_offsets = _offsets_of(list(prompt_tokens), "prompt")
+    if served_tokens is not None and window_filters is not None:
+        raise ParameterError("give served_tokens or window_filters, not both")
     if served_tokens is not None and served_offsets is None:
         served_tokens, served_offsets = _offsets_of(list(served_tokens), "served text")
     options.validate()
@@ -341,18 +346,23 @@ def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None
     say = progress or _quiet
     evidence: dict[int, Evidence] = {}
     filter_size = None
+    vocab = max(k.vocab_size for k in key_list)  # one id packing for the evidence and its window filter
     for key in key_list:
         h = key.scheme_object().context_width
         if h in evidence:
             continue
         wf = None
-        if served_tokens is not None:
-            wf = WindowFilter.from_tokens(np.asarray(served_tokens), np.asarray(served_offsets), h,
-                                          vocab_size=key.vocab_size)
+        if window_filters is not None:
+            if h not in window_filters:
+                raise ParameterError(f"no window filter for context width {h} (have {sorted(window_filters)})")
+            wf = window_filters[h]
+            filter_size = len(wf)
+        elif served_tokens is not None:
+            wf = WindowFilter.from_tokens(np.asarray(served_tokens), np.asarray(served_offsets), h, vocab_size=vocab)
             filter_size = len(wf)
         say(f"selecting tuples (h={h}): prompt exclusion, filter, de-duplication")
         evidence[h] = text_evidence(np.asarray(tokens), np.asarray(offsets), context_width=h,
-                                    vocab_size=max(k.vocab_size for k in key_list),
+                                    vocab_size=vocab,
                                     prompt_tokens=None if prompt_tokens is None else np.asarray(prompt_tokens),
                                     prompt_offsets=None if prompt_offsets is None else np.asarray(prompt_offsets),
                                     window_filter=wf, text_ids=None if text_ids is None else list(text_ids))
@@ -360,13 +370,30 @@ def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None
                            progress=say)
 
 
+def key_vocab_notes(tokenizer, keys: Sequence[FingerprintKey]) -> list[str]:
+    """Check every key covers the tokenizer's ids (:class:`InputError` otherwise); the notes a
+    report carries about keys wider than the tokenizer (padded logits)."""
+    notes: list[str] = []
+    vocab = tokenizer.vocab_size
+    for key in keys:
+        if key.vocab_size < vocab:
+            raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the "
+                             f"tokenizer's {vocab} ({tokenizer.source}): wrong key or tokenizer")
+        if key.vocab_size > vocab:
+            notes.append(f"key {key.key_id} vocab_size {key.vocab_size} exceeds the tokenizer's {vocab} "
+                         f"(padded logits): ids {vocab}..{key.vocab_size - 1} never occur in text")
+    return notes
+
+
 def verify_exchanges(exchanges: ExchangeSet, tokenizer, keys: FingerprintKey | Sequence[FingerprintKey], *,
                      options: VerifyOptions = VerifyOptions(), served: ExchangeSet | None = None,
+                     window_filters: dict[int, WindowFilter] | None = None,
                      progress: Progress | None = None) -> VerifyResult:
     """Verify suspect exchanges (read with :func:`fingerprint.read_exchanges`) in any mode.
 
     ``tokenizer`` is the owner's (:func:`fingerprint.load_tokenizer`); ``served`` (text mode)
-    holds the owner's served outputs, whose windows restrict scoring.
+    holds the owner's served outputs, whose windows restrict scoring; ``window_filters`` (one
+    per context width, e.g. from a served-window index) restrict it the same way.
     """
     from .access import access_evidence
 
@@ -375,17 +402,10 @@ def verify_exchanges(exchanges: ExchangeSet, tokenizer, keys: FingerprintKey | S
     key_list = _as_keys(keys)
     if not exchanges.exchanges:
         raise InputError("no suspect responses to verify (all inputs empty or skipped)")
-    notes: list[str] = []
+    notes = key_vocab_notes(tokenizer, key_list)
     vocab = tokenizer.vocab_size
-    for key in key_list:
-        if key.vocab_size < vocab:
-            raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the "
-                             f"tokenizer's {vocab} ({tokenizer.source}): wrong key or tokenizer")
-        if key.vocab_size > vocab:
-            notes.append(f"key {key.key_id} vocab_size {key.vocab_size} exceeds the tokenizer's {vocab} "
-                         f"(padded logits): ids {vocab}..{key.vocab_size - 1} never occur in text")
     if options.mode != "text":
-        if served is not None:
+        if served is not None or window_filters is not None:
             raise ParameterError(f"--served applies to text mode only, not to mode {options.mode!r}")
         by_width: dict[int, Evidence] = {}
         for key in key_list:
@@ -404,7 +424,8 @@ def verify_exchanges(exchanges: ExchangeSet, tokenizer, keys: FingerprintKey | S
         served_tokens, served_offsets = tokenizer.encode_batch(served.responses)
     result = verify(tokens, offsets, keys=key_list, prompt_tokens=p_tokens, prompt_offsets=p_offsets,
                     served_tokens=served_tokens, served_offsets=served_offsets,
-                    text_ids=[e.id for e in exchanges.exchanges], options=options, progress=say)
+                    text_ids=[e.id for e in exchanges.exchanges], options=options, window_filters=window_filters,
+                    progress=say)
     result.notes[:0] = notes
     result.tokenizer_vocab_size = vocab
     return result
