@@ -701,6 +701,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
     rt.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     rt.set_defaults(func=_cmd_roundtrip)
+    from .scale.index_cli import add_index_parser
+    add_index_parser(sub)
     return parser
 
 

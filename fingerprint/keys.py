@@ -23,7 +23,7 @@ from typing import Any
 from .errors import InputError, KeyFileError, ParameterError
 from .schemes import SCHEMES, Scheme, make_scheme, scheme_class
 
-__all__ = ["FingerprintKey", "SECRET_BYTES"]
+__all__ = ["FingerprintKey", "SECRET_BYTES", "decoy_key"]
 
 SECRET_BYTES = 32
 _FORMAT = "fingerprint-key"
@@ -89,16 +89,12 @@ class FingerprintKey:
             raise ParameterError(f"number of decoys must be an integer >= 0, got {n!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ParameterError(f"decoy seed must be an integer, got {seed!r}")
-        out = []
-        size = len(self._secret)
-        for i in range(n):
-            if size == SECRET_BYTES:
-                secret = hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=SECRET_BYTES,
-                                         person=b"fingerprint.dcy1").digest()
-            else:
-                secret = hashlib.shake_256(f"fingerprint.dcy1:{seed}:{i}".encode()).digest(size)
-            out.append(FingerprintKey(secret, self.scheme, self.params, self.vocab_size))
-        return out
+        return [decoy_key(self.decoy_spec(), seed, i) for i in range(n)]
+
+    def decoy_spec(self) -> tuple[str, dict[str, Any], int, int]:
+        """What decoy keys are made from (scheme, parameters, vocabulary, secret length): public,
+        so workers of a cluster can rebuild any decoy with :func:`decoy_key`."""
+        return self.scheme, dict(self.params), self.vocab_size, len(self._secret)
 
     def scheme_object(self) -> Scheme:
         """The keyed scheme (embed and score sides) for this key."""
@@ -229,3 +225,14 @@ class FingerprintKey:
 
     def __getstate__(self) -> None:
         raise TypeError("FingerprintKey is not picklable (it would copy the secret); use save()")
+
+
+def decoy_key(spec: tuple[str, dict[str, Any], int, int], seed: int, i: int) -> FingerprintKey:
+    """Decoy ``i`` of seed ``seed`` for a key with :meth:`FingerprintKey.decoy_spec` ``spec``
+    (its secret derived from the seed and ``i`` alone)."""
+    scheme, params, vocab_size, size = spec
+    if size == SECRET_BYTES:
+        secret = hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=SECRET_BYTES, person=b"fingerprint.dcy1").digest()
+    else:
+        secret = hashlib.shake_256(f"fingerprint.dcy1:{seed}:{i}".encode()).digest(size)
+    return FingerprintKey(secret, scheme, params, vocab_size)

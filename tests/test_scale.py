@@ -123,6 +123,17 @@ def test_dask_report_equals_single_process(corpus, teacher, tmp_path):
     s_scaled = _report(base + served + ["--dask", "local:2"], tmp_path / "s-dask.json")
     assert s_scaled == s_single and s_single["window_filter_windows"] > 0
     assert s_single["results"][0]["dropped"]["window_filter"] > 0
+    # the served-window index (built on Dask) gives the same filter, in both engines
+    idx = tmp_path / "served.idx"
+    assert main(["index", "build", str(d / "served.jsonl"), "--out", str(idx), "--tokenizer", teacher.tokenizer.source,
+                 "--vocab-size", str(teacher.vocab_size), "-H", "1", "-H", "2", "--dask", "local:2", "--quiet"]) == 0
+    i_single = _report(base + ["--served", str(idx)], tmp_path / "i-single.json")
+    i_scaled = _report(base + ["--served", str(idx), "--dask", "local:2"], tmp_path / "i-dask.json")
+    assert i_scaled == i_single
+    assert i_single["inputs"]["served"][0]["format"] == "served-window index"
+    for doc in (i_single, s_single):
+        doc["inputs"].pop("served")
+    assert i_single == s_single
 
 
 def test_a_killed_worker_changes_nothing(corpus, teacher, tmp_path):

@@ -137,3 +137,17 @@ def _big(obj: Any) -> bool:
     if obj is None or isinstance(obj, (str, bytes, int, float, bool)):
         return False
     return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)) > 1 << 16
+
+
+def decoy_runner(engine: Engine) -> Callable[[Callable[..., Any], Any, list[tuple]], list[Any]]:
+    """A :data:`fingerprint.verify.pipeline.DecoyRunner` that runs the decoy chunks on the
+    cluster's workers: the evidence is sent to every worker once, then one task per chunk."""
+    def run(fn: Callable[..., Any], evidence: Any, chunks: list[tuple]) -> list[Any]:
+        client = engine.client
+        shared = client.scatter(evidence, broadcast=True)
+        futures = [client.submit(fn, shared, *args, pure=False) for args in chunks]
+        try:
+            return client.gather(futures)
+        finally:
+            client.cancel([shared, *futures])
+    return run

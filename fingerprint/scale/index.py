@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import re
@@ -58,7 +57,8 @@ from .cluster import Engine, run_ordered
 from .sources import Columns, Partition, expand_inputs, file_digest, plan_partitions, read_partition
 
 __all__ = ["FORMAT", "VERSION", "DEFAULT_BUCKETS", "WindowIndex", "Generation", "IndexedWindowFilter",
-           "build_index", "is_index", "mix64", "bucket_of"]
+           "build_index", "is_index", "mix64", "bucket_of", "PartitionRuns", "BucketJob", "index_partition",
+           "merge_bucket"]
 
 FORMAT = "fingerprint-window-index"
 VERSION = 1
@@ -69,7 +69,7 @@ CHUNK_TEXTS = 8192
 #: Shards of at most this many ids are read into memory; larger ones are memory-mapped.
 MMAP_MIN_IDS = 1 << 17
 
-_GEN_DIR = re.compile(r"^g(\d{5,})$")
+_GEN_DIR = re.compile(r"^g\d{5,}$")
 _BUILD_DIR = re.compile(r"^building-g\d{5,}$")
 _LOCK = ".lock"
 
@@ -120,7 +120,7 @@ def _shard_name(h: int, bucket: int) -> str:
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -332,7 +332,8 @@ class IndexedWindowFilter(WindowFilter):
         self._size = sum(g.windows[h] for g in self._gens)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _reopen_filter, (str(self._path), self.context_width, len(self._gens))
+        last = self._gens[-1].created_at if self._gens else ""
+        return _reopen_filter, (str(self._path.resolve()), self.context_width, len(self._gens), last)
 
     def __len__(self) -> int:
         return self._size
@@ -356,10 +357,13 @@ class IndexedWindowFilter(WindowFilter):
 
 
 @functools.lru_cache(maxsize=16)
-def _reopen_filter(path: str, context_width: int, n_generations: int) -> IndexedWindowFilter:
+def _reopen_filter(path: str, context_width: int, n_generations: int, last_created_at: str) -> IndexedWindowFilter:
+    """An unpickled filter: the same index, cut to the generations it had when pickled."""
     index = WindowIndex.open(path)
-    if len(index.generations) < n_generations:
-        raise InputError(f"{path}: the index has {len(index.generations)} generation(s), {n_generations} expected")
+    gens = index.generations
+    if len(gens) < n_generations or (n_generations and gens[n_generations - 1].created_at != last_created_at):
+        raise InputError(f"{path}: the index changed since its window filter was opened (rebuilt, or not on a "
+                         f"file system this worker shares)")
     return IndexedWindowFilter(index, context_width, n_generations=n_generations)
 
 
@@ -637,7 +641,6 @@ def build_index(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike
         text_files = [p for p in paths if not p.lower().endswith((".parquet", ".pq"))]
         if text_files:
             raise InputError(f"{text_files[0]}: token ids are read from Parquet only (a token column)")
-    say = progress or (lambda _m: None)
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: exists and is not a directory")
@@ -645,39 +648,57 @@ def build_index(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike
         _prior_index(root, append)
     elif append:
         raise InputError(f"{root}: no index to append to; build it first without --append")
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root):
-        prior = _prior_index(root, append)
-        if prior is not None:
-            _check_compatible(prior, vocab_size, hs, tok_sha, buckets)
-        removed = _remove_leftovers(root, {g.directory for g in prior.generations} if prior else set())
-        if removed:
-            say(f"removed what an unfinished build left: {', '.join(removed)}")
-        number = prior.generations[-1].number + 1 if prior and prior.generations else 0
-        digests: dict[str, str] = {}
-        for i, d in run_ordered(engine, file_digest, paths, what="checksums", progress=progress):
-            digests[paths[i]] = d
-        known = {s["sha256"]: s["path"] for s in prior.sources} if prior else {}
-        for p in paths:
-            if digests[p] in known:
-                raise InputError(f"{p}: already indexed (same SHA-256 as {known[digests[p]]})")
-            known[digests[p]] = p
-        gen_dir, run_dir = root / _gen_dir(number), root / f"building-{_gen_dir(number)}"
-        gen_dir.mkdir()
-        run_dir.mkdir()
-        try:
-            generation = _build_generation(prior, paths, digests, number, gen_dir, run_dir, cols, tokenizer,
-                                           tiktoken_pattern, vocab_size, hs, buckets, engine, skip_invalid,
-                                           progress)
-            doc = {"format": FORMAT, "version": VERSION, "vocab_size": vocab_size, "tokenizer_sha256": tok_sha,
-                   "widths": list(hs), "buckets": buckets,
-                   "generations": [g.as_json() for g in (prior.generations if prior else ())] + [generation]}
-            _write_manifest(root, doc)
-        except BaseException:
-            _discard_generation(root, number)
-            raise
-        shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        with _locked(root):
+            _add_generation(root, append, paths, cols, tokenizer, tok_sha, tiktoken_pattern, vocab_size, hs,
+                            buckets, engine, skip_invalid, progress)
+    except BaseException:
+        if created and not (root / MANIFEST).exists():
+            shutil.rmtree(root, ignore_errors=True)
+        raise
     return WindowIndex.open(root)
+
+
+def _add_generation(root: Path, append: bool, paths: list[str], columns: Columns, tokenizer: Any,
+                    tok_sha: str | None, tiktoken_pattern: str | None, vocab_size: int, widths: tuple[int, ...],
+                    buckets: int, engine: Engine | None, skip_invalid: bool,
+                    progress: Callable[[str], None] | None) -> None:
+    """Under the index's lock: check, clean, build the next generation, write the manifest."""
+    prior = _prior_index(root, append)
+    if prior is not None:
+        _check_compatible(prior, vocab_size, widths, tok_sha, buckets)
+    removed = _remove_leftovers(root, {g.directory for g in prior.generations} if prior else set())
+    if removed and progress is not None:
+        progress(f"removed what an unfinished build left: {', '.join(removed)}")
+    number = prior.generations[-1].number + 1 if prior and prior.generations else 0
+    digests: dict[str, str] = {}
+    for i, d in run_ordered(engine, file_digest, paths, what="checksums", progress=progress):
+        digests[paths[i]] = d
+    known = {s["sha256"]: s["path"] for s in prior.sources} if prior else {}
+    given: dict[str, str] = {}
+    for p in paths:
+        if digests[p] in known:
+            raise InputError(f"{p}: already indexed (same SHA-256 as {known[digests[p]]})")
+        if digests[p] in given:
+            raise InputError(f"{p}: same contents (SHA-256) as {given[digests[p]]}, given in this build")
+        given[digests[p]] = p
+    gen_dir, run_dir = root / _gen_dir(number), root / f"building-{_gen_dir(number)}"
+    gen_dir.mkdir()
+    run_dir.mkdir()
+    try:
+        generation = _build_generation(prior, paths, digests, number, gen_dir, run_dir, columns, tokenizer,
+                                       tiktoken_pattern, vocab_size, widths, buckets, engine, skip_invalid,
+                                       progress)
+        older = [g.as_json() for g in prior.generations] if prior else []
+        _write_manifest(root, {"format": FORMAT, "version": VERSION, "vocab_size": vocab_size,
+                               "tokenizer_sha256": tok_sha, "widths": list(widths), "buckets": buckets,
+                               "generations": older + [generation]})
+    except BaseException:
+        _discard_generation(root, number)
+        raise
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _build_generation(prior: WindowIndex | None, paths: list[str], digests: dict[str, str], number: int,
@@ -709,8 +730,8 @@ def _build_generation(prior: WindowIndex | None, paths: list[str], digests: dict
     added: dict[int, list[int]] = {h: [0] * buckets for h in widths}
     for i, n in run_ordered(engine, merge_bucket, jobs, what="buckets", progress=progress):
         added[jobs[i].h][jobs[i].bucket] = n
-    sources: dict[str, dict[str, Any]] = {p: {"path": _display_path(p), "sha256": digests[p], "records": 0, "tokens": 0, "skipped": 0}
-               for p in paths}
+    sources: dict[str, dict[str, Any]] = {
+        p: {"path": _display_path(p), "sha256": digests[p], "records": 0, "tokens": 0, "skipped": 0} for p in paths}
     for pr in runs:
         s = sources[pr.path]
         s["records"] += pr.records

@@ -138,7 +138,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
             out.extend(found)
         else:
             if not path.exists():
-                raise InputError(f"{p}: no such file or directory")
+                raise InputError(f"{p}: cannot read: no such file or directory")
             out.append(p)
     seen: set[str] = set()
     for p in out:

@@ -167,6 +167,17 @@ def text_evidence(tokens: np.ndarray, offsets: np.ndarray, *, context_width: int
                     int(text_start), int(token_start))
 
 
+def _distinct_sorted(a: np.ndarray) -> np.ndarray:
+    """Distinct values of a non-decreasing array ``(n,)``."""
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if a.size else a
+
+
+def _has_repeats(a: np.ndarray) -> bool:
+    """Whether any value occurs twice in ``(n,)`` (a sort, not a hash table: faster here)."""
+    s = np.sort(a)
+    return bool(s.size > 1 and (s[1:] == s[:-1]).any())
+
+
 def placed_at(ev: Evidence, text_start: int, token_start: int) -> Evidence:
     """A shard's evidence moved to begin at global text ``text_start`` and token ``token_start``
     (a shard built on its own, numbered from 0, once the sizes of the shards before it are known)."""
@@ -194,16 +205,17 @@ def merge(*shards: Evidence) -> Evidence:
         if (s.weights is None) != (first.weights is None):
             raise ParameterError("cannot merge weighted with unweighted evidence")
     numbers = np.concatenate([s.text_numbers for s in shards])
-    if np.unique(numbers).size != numbers.size:
+    if _has_repeats(numbers):
         raise ParameterError("shards overlap: some text is in more than one of them")
     if len(shards) == 1:
         return first
     # items and texts in global order, whatever order and grouping the shards came in
     pos = np.concatenate([s.positions for s in shards])
-    order = np.argsort(pos, kind="stable")
+    in_order = bool((pos[1:] >= pos[:-1]).all()) if pos.size > 1 else True  # shards given in corpus order
+    order = np.arange(pos.size) if in_order else np.argsort(pos, kind="stable")
     pos = pos[order]
-    per_shard = np.concatenate([np.unique(s.positions) for s in shards])
-    if np.unique(per_shard).size != per_shard.size:
+    per_shard = np.concatenate([_distinct_sorted(s.positions) for s in shards])
+    if _has_repeats(per_shard):
         raise ParameterError("shards overlap: some token position is in more than one of them")
     blocks = np.concatenate([s.blocks for s in shards])[order]
     ids = np.concatenate([s.dedup_ids for s in shards])[order]

@@ -39,7 +39,7 @@ from .evidence import Evidence, ItemCounts, text_evidence
 from .result import (BayesSummary, DecoySummary, KeyResult, ResponseScores, Sufficiency, TrajectoryPoint,
                      VerifyOptions, VerifyResult)
 
-__all__ = ["verify", "verify_evidence", "verify_exchanges", "key_vocab_notes", "Progress"]
+__all__ = ["verify", "verify_evidence", "verify_exchanges", "key_vocab_notes", "decoy_rows", "DecoyRunner", "Progress"]
 
 Progress = Callable[[str], None]
 
@@ -130,26 +130,59 @@ def _response_scores(scheme: Scheme, ev: Evidence, s: _Scored) -> ResponseScores
                           log10_pvalue=per_log10)
 
 
+def decoy_rows(ev: Evidence, spec: tuple, seed: int, indices: Sequence[int], u: np.ndarray, keep: np.ndarray | None,
+               null: NullModel, marks: np.ndarray) -> np.ndarray:
+    """Decoys ``indices`` of ``spec`` (:meth:`FingerprintKey.decoy_spec`) and ``seed`` on ``ev``:
+    one row per decoy, ``(len(indices), 3 + M)`` float64: log10 p, randomized p (with ``u``
+    ``(len(indices),)``), effect, then the log10 p at each of the ``M`` trajectory ``marks``.
+    ``keep``/``null``: the main key's kept items and null, reused where the decoy keeps the same
+    items. A pure function of its arguments, so any worker of a cluster can run it."""
+    from ..keys import decoy_key
+
+    main = _Scored(keep, np.zeros(0), null, np.zeros(0))
+    out = np.empty((len(indices), 3 + marks.size))
+    for row, i in enumerate(indices):
+        d = _score(decoy_key(spec, seed, int(i)).scheme_object(), ev, reuse=main)
+        total = float(d.scores.sum(dtype=np.float64))
+        out[row, 0] = float(d.null.log10_sf(np.array([total]))[0])
+        out[row, 1] = float(d.null.randomized_pvalues(np.array([total]), u[row:row + 1])[0])
+        out[row, 2] = (total / d.null.n_trials - d.null.null_rate) if d.null.n_trials else math.nan
+        out[row, 3:] = _trajectory(d, ev.positions, marks)[0]
+    return out
+
+
+#: Runs decoy chunks: ``runner(decoy_rows, evidence, [args, ...])`` returns ``[decoy_rows(evidence,
+#: *args), ...]`` in order (in this process by default; on a cluster's workers with
+#: :func:`fingerprint.scale.cluster.decoy_runner`).
+DecoyRunner = Callable[[Callable[..., np.ndarray], Evidence, list[tuple]], list[np.ndarray]]
+
+
+def _in_process(fn: Callable[..., np.ndarray], ev: Evidence, chunks: list[tuple]) -> list[np.ndarray]:
+    return [fn(ev, *args) for args in chunks]
+
+
 def _decoys(key: FingerprintKey, ev: Evidence, main: _Scored, test: TestResult, marks: np.ndarray,
-            options: VerifyOptions, say: Progress) -> tuple[DecoySummary | None, np.ndarray | None]:
+            options: VerifyOptions, say: Progress, runner: DecoyRunner | None = None
+            ) -> tuple[DecoySummary | None, np.ndarray | None]:
     k = options.n_decoys
     if k == 0:
         return None, None
     say(f"decoys: {k} keys through the same pipeline")
-    log10 = np.empty(k)
-    randomized = np.empty(k)
-    effects = np.empty(k)
-    traj = np.empty((k, marks.size))
     u = np.random.default_rng([options.decoy_seed, 0x6B73]).random(k)
-    for i, dkey in enumerate(key.decoys(k, seed=options.decoy_seed)):
-        d = _score(dkey.scheme_object(), ev, reuse=main)
-        total = float(d.scores.sum(dtype=np.float64))
-        log10[i] = float(d.null.log10_sf(np.array([total]))[0])
-        randomized[i] = float(d.null.randomized_pvalues(np.array([total]), u[i:i + 1])[0])
-        effects[i] = (total / d.null.n_trials - d.null.null_rate) if d.null.n_trials else math.nan
-        traj[i] = _trajectory(d, ev.positions, marks)[0]
-        if (i + 1) % 25 == 0 and i + 1 < k:
-            say(f"decoys: {i + 1}/{k}")
+    step = 25 if runner is None else max(1, -(-k // 64))
+    chunks = [(key.decoy_spec(), options.decoy_seed, list(range(a, min(k, a + step))), u[a:a + step], main.keep,
+               main.null, marks) for a in range(0, k, step)]
+    if runner is None:
+        parts = []
+        for args in chunks:
+            parts.append(decoy_rows(ev, *args))
+            done = args[2][-1] + 1
+            if done < k:
+                say(f"decoys: {done}/{k}")
+    else:
+        parts = runner(decoy_rows, ev, chunks)
+    rows = np.concatenate(parts)
+    log10, randomized, effects, traj = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3:]
     ks = float(stats.kstest(randomized, "uniform").pvalue) if main.null.n_items else 1.0
     empirical = (1 + int((log10 <= test.log10_pvalue).sum())) / (k + 1)
     finite = effects[np.isfinite(effects)]
@@ -158,7 +191,7 @@ def _decoys(key: FingerprintKey, ev: Evidence, main: _Scored, test: TestResult, 
                            log10_pvalue_sd=float(log10.std(ddof=1)) if k > 1 else 0.0,
                            effect_mean=float(finite.mean()) if finite.size else math.nan,
                            effect_sd=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
-                           min_log10_pvalue=float(log10.min()), log10_pvalues=log10)
+                           min_log10_pvalue=float(log10.min()), log10_pvalues=np.ascontiguousarray(log10))
     return summary, traj
 
 
@@ -191,7 +224,7 @@ def _anytime(s: _Scored, options: VerifyOptions, n_at: np.ndarray) -> tuple[floa
 
 
 def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_keys: int,
-                say: Progress) -> dict:
+                say: Progress, runner: DecoyRunner | None = None) -> dict:
     scheme = key.scheme_object()
     say(f"scoring {len(ev):,} items with key {key.key_id[:12]} ({key.scheme})")
     main = _score(scheme, ev)
@@ -217,7 +250,7 @@ def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_key
     marks = _trajectory_marks(ev.n_tokens, options.trajectory_points)
     traj_main, n_at = _trajectory(main, ev.positions, marks)
     anytime_final, anytime_at = _anytime(main, options, n_at)
-    decoys, decoy_traj = _decoys(key, ev, main, test, marks, options, say)
+    decoys, decoy_traj = _decoys(key, ev, main, test, marks, options, say, runner)
     trajectory = []
     for j, mark in enumerate(marks):
         if decoy_traj is not None:
@@ -233,11 +266,12 @@ def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_key
 def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKey | Sequence[FingerprintKey], *,
                     options: VerifyOptions = VerifyOptions(), notes: Sequence[str] = (),
                     tokenizer_vocab_size: int | None = None, window_filter_size: int | None = None,
-                    progress: Progress | None = None) -> VerifyResult:
+                    progress: Progress | None = None, decoy_runner: DecoyRunner | None = None) -> VerifyResult:
     """Test evidence (one object per context width the keys use) for each key's fingerprint.
 
     This is the pipeline's core: everything that builds evidence (token arrays, exchanges in
-    every access mode, merged shards) ends here.
+    every access mode, merged shards) ends here. ``decoy_runner`` runs the decoy keys elsewhere
+    (e.g. on a Dask cluster's workers); the result is the same either way.
     """
     options.validate()
     say = progress or _quiet
@@ -259,7 +293,7 @@ def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKe
         if ev.vocab_size > key.vocab_size:
             raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the evidence's "
                              f"{ev.vocab_size}: wrong key or tokenizer")
-        raws.append(_key_result(key, ev, options, len(key_list), say))
+        raws.append(_key_result(key, ev, options, len(key_list), say, decoy_runner))
     decisive = [r["anytime"] if options.optional_stopping else r["test"].log10_pvalue for r in raws]
     adjusted, holm_applied = adjust(decisive)
     out_notes = list(notes)
