@@ -34,9 +34,14 @@ class Engine:
 
     @property
     def dashboard(self) -> str | None:
+        """The dashboard's address, or None where it is not served (bokeh missing)."""
+        import importlib.util
+
+        if importlib.util.find_spec("bokeh") is None:
+            return None
         try:
             return str(self.client.dashboard_link)
-        except Exception:  # no bokeh, or no dashboard configured: nothing to print
+        except (AttributeError, KeyError):
             return None
 
     def close(self) -> None:
@@ -139,15 +144,30 @@ def _big(obj: Any) -> bool:
     return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)) > 1 << 16
 
 
-def decoy_runner(engine: Engine) -> Callable[[Callable[..., Any], Any, list[tuple]], list[Any]]:
-    """A :data:`fingerprint.verify.pipeline.DecoyRunner` that runs the decoy chunks on the
-    cluster's workers: the evidence is sent to every worker once, then one task per chunk."""
-    def run(fn: Callable[..., Any], evidence: Any, chunks: list[tuple]) -> list[Any]:
+def task_runner(engine: Engine) -> Callable[[Callable[..., Any], list[tuple]], list[Any]]:
+    """A :data:`fingerprint.verify.pipeline.TaskRunner` on the cluster's workers: one task per
+    argument tuple, results in order. An argument shared by several tasks (the same object) is
+    sent to the cluster once."""
+    def run(fn: Callable[..., Any], tasks: list[tuple]) -> list[Any]:
         client = engine.client
-        shared = client.scatter(evidence, broadcast=True)
-        futures = [client.submit(fn, shared, *args, pure=False) for args in chunks]
+        sent: dict[int, Any] = {}
+        counts: dict[int, int] = {}
+        for args in tasks:
+            for a in args:
+                counts[id(a)] = counts.get(id(a), 0) + 1
+        futures = []
+        for args in tasks:
+            call = []
+            for a in args:
+                if counts[id(a)] > 1 and _big(a):
+                    if id(a) not in sent:
+                        sent[id(a)] = client.scatter(a, hash=False)
+                    call.append(sent[id(a)])
+                else:
+                    call.append(a)
+            futures.append(client.submit(fn, *call, pure=False))
         try:
             return client.gather(futures)
         finally:
-            client.cancel([shared, *futures])
+            client.cancel([*sent.values(), *futures])
     return run

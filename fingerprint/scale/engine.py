@@ -13,8 +13,10 @@ two give the same report, number for number.
 What travels: a task takes a partition's address and returns the distinct surviving tuples of
 that partition (about 40 bytes each: the tuple, its id, position and text); the driver holds the
 merged distinct tuples of the corpus and scores them with the keys. The decoy keys (the bulk of
-the scoring: 100 keys by default) run on the workers, each chunk of decoys a task, with the
-merged evidence sent to every worker once.
+the scoring: 100 keys by default) run on the workers: each task scores one slice of the items
+(at most :data:`fingerprint.verify.pipeline.DECOY_SLICE_ITEMS`) with 25 decoys and returns
+their sums per trajectory segment, so a worker holds a slice, never the whole corpus. (Schemes
+whose decoys de-duplicate per key, hf-kgw, send the whole evidence to the tasks instead.)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..tokenize import load_tokenizer
 from ..verify import (Evidence, VerifyOptions, VerifyResult, key_vocab_notes, merge, placed_at, text_evidence,
                       verify_evidence)
 from ..windows import WindowFilter
-from .cluster import Engine, decoy_runner, run_ordered
+from .cluster import Engine, run_ordered, task_runner
 from .sources import Batch, Columns, Partition, expand_inputs, files_of, plan_partitions, read_partition
 
 __all__ = ["PartitionEvidence", "ScaledVerification", "partition_evidence", "verify_partitions"]
@@ -148,5 +150,5 @@ def verify_partitions(inputs: Sequence[str], keys: Sequence[FingerprintKey], tok
     filter_size = None if window_filters is None else len(window_filters[widths[-1]])
     result = verify_evidence(evidence, keys, options=options, notes=notes, tokenizer_vocab_size=tokenizer.vocab_size,
                              window_filter_size=filter_size, progress=progress,
-                             decoy_runner=None if engine is None else decoy_runner(engine))
+                             decoy_runner=None if engine is None else task_runner(engine))
     return ScaledVerification(result, suspect, len(parts), options)

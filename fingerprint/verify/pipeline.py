@@ -39,7 +39,7 @@ from .evidence import Evidence, ItemCounts, text_evidence
 from .result import (BayesSummary, DecoySummary, KeyResult, ResponseScores, Sufficiency, TrajectoryPoint,
                      VerifyOptions, VerifyResult)
 
-__all__ = ["verify", "verify_evidence", "verify_exchanges", "key_vocab_notes", "decoy_rows", "DecoyRunner", "Progress"]
+__all__ = ["verify", "verify_evidence", "verify_exchanges", "key_vocab_notes", "decoy_rows", "decoy_segment_sums", "TaskRunner", "Progress"]
 
 Progress = Callable[[str], None]
 
@@ -132,10 +132,11 @@ def _response_scores(scheme: Scheme, ev: Evidence, s: _Scored) -> ResponseScores
 
 def decoy_rows(ev: Evidence, spec: tuple, seed: int, indices: Sequence[int], u: np.ndarray, keep: np.ndarray | None,
                null: NullModel, marks: np.ndarray) -> np.ndarray:
-    """Decoys ``indices`` of ``spec`` (:meth:`FingerprintKey.decoy_spec`) and ``seed`` on ``ev``:
+    """Decoys ``indices`` of ``spec`` (:meth:`FingerprintKey.decoy_spec`) and ``seed`` on the whole
+    evidence ``ev``, for schemes whose decoys keep their own items (:meth:`Scheme.distinct_mask`):
     one row per decoy, ``(len(indices), 3 + M)`` float64: log10 p, randomized p (with ``u``
     ``(len(indices),)``), effect, then the log10 p at each of the ``M`` trajectory ``marks``.
-    ``keep``/``null``: the main key's kept items and null, reused where the decoy keeps the same
+    ``keep``/``null``: the main key's kept items and null, reused where a decoy keeps the same
     items. A pure function of its arguments, so any worker of a cluster can run it."""
     from ..keys import decoy_key
 
@@ -151,37 +152,98 @@ def decoy_rows(ev: Evidence, spec: tuple, seed: int, indices: Sequence[int], u: 
     return out
 
 
-#: Runs decoy chunks: ``runner(decoy_rows, evidence, [args, ...])`` returns ``[decoy_rows(evidence,
-#: *args), ...]`` in order (in this process by default; on a cluster's workers with
-#: :func:`fingerprint.scale.cluster.decoy_runner`).
-DecoyRunner = Callable[[Callable[..., np.ndarray], Evidence, list[tuple]], list[np.ndarray]]
+def decoy_segment_sums(blocks: np.ndarray, weights: np.ndarray | None, spec: tuple, seed: int,
+                       indices: Sequence[int], starts: np.ndarray) -> np.ndarray:
+    """Score sums of decoys ``indices`` over segments of a contiguous slice of items: ``blocks``
+    ``(n, ...)`` and ``weights`` ``(n,)`` (or None) of the slice, segment ``j`` being items
+    ``starts[j]`` to ``starts[j + 1]`` (the last to the end). Returns ``(len(indices),
+    len(starts))`` float64. For schemes that score every item (no per-key de-duplication), where
+    these sums are all a decoy's test and trajectory need; a pure function of its arguments."""
+    from ..keys import decoy_key
+
+    out = np.empty((len(indices), starts.size))
+    for row, i in enumerate(indices):
+        scores = decoy_key(spec, seed, int(i)).scheme_object().scores_of_blocks(blocks)
+        if weights is not None:
+            scores = scores * weights
+        out[row] = np.add.reduceat(scores.astype(np.float64, copy=False), starts) if scores.size else 0.0
+    return out
 
 
-def _in_process(fn: Callable[..., np.ndarray], ev: Evidence, chunks: list[tuple]) -> list[np.ndarray]:
-    return [fn(ev, *args) for args in chunks]
+#: Items per slice of evidence sent to one decoy task (bounds a worker's memory: about 60 bytes
+#: per item with its scores).
+DECOY_SLICE_ITEMS = 1 << 21
+#: Decoy keys per task.
+DECOY_CHUNK = 25
+
+#: Runs tasks: ``runner(fn, [args, ...])`` returns ``[fn(*args), ...]`` in order (in this process
+#: by default; on a cluster's workers with :func:`fingerprint.scale.cluster.task_runner`).
+TaskRunner = Callable[[Callable[..., np.ndarray], list[tuple]], list[np.ndarray]]
+
+
+def _in_process(fn: Callable[..., np.ndarray], tasks: list[tuple]) -> list[np.ndarray]:
+    return [fn(*args) for args in tasks]
+
+
+def _sliceable(key: FingerprintKey, ev: Evidence, main: _Scored) -> bool:
+    """Decoys of this key score every item of ``ev`` (no per-key de-duplication) and share the
+    main key's null, so their statistics are sums over slices of the items."""
+    if main.keep is not None or len(ev) == 0:
+        return False
+    from ..keys import decoy_key
+
+    probe = decoy_key(key.decoy_spec(), 0, 0).scheme_object()
+    return probe.distinct_mask(ev.blocks[:1]) is None
+
+
+def _decoy_rows_by_segments(key: FingerprintKey, ev: Evidence, main: _Scored, marks: np.ndarray, u: np.ndarray,
+                            options: VerifyOptions, runner: TaskRunner, say: Progress) -> np.ndarray:
+    """The rows of :func:`decoy_rows`, from segment sums computed slice by slice (in tasks)."""
+    k, n = options.n_decoys, len(ev)
+    n_at = np.searchsorted(ev.positions, marks, side="left")
+    bounds = np.unique(np.concatenate(([0], n_at, np.arange(0, n, DECOY_SLICE_ITEMS))))
+    bounds = bounds[bounds < n]  # segment starts, strictly increasing, none empty
+    cuts = np.unique(np.searchsorted(bounds, np.arange(0, n, DECOY_SLICE_ITEMS)))  # slices of whole segments
+    slice_seg = np.append(cuts, bounds.size)
+    tasks, shape = [], []
+    for a in range(0, k, DECOY_CHUNK):
+        idx = list(range(a, min(k, a + DECOY_CHUNK)))
+        for s0, s1 in zip(slice_seg[:-1], slice_seg[1:]):
+            lo, hi = int(bounds[s0]), int(bounds[s1]) if s1 < bounds.size else n
+            tasks.append((ev.blocks[lo:hi], None if ev.weights is None else ev.weights[lo:hi], key.decoy_spec(),
+                          options.decoy_seed, idx, bounds[s0:s1] - lo))
+            shape.append((a, s0))
+    say(f"decoys: {k} keys x {len(slice_seg) - 1} slice(s) of the items, {len(tasks)} task(s)")
+    sums = np.zeros((k, bounds.size))
+    for (a, s0), part in zip(shape, runner(decoy_segment_sums, tasks)):
+        sums[a:a + part.shape[0], s0:s0 + part.shape[1]] = part
+    cum = np.concatenate((np.zeros((k, 1)), np.cumsum(sums, axis=1)), axis=1)  # (k, segments + 1)
+    totals = cum[:, -1]
+    at_marks = cum[:, np.searchsorted(np.append(bounds, n), n_at)]  # (k, M)
+    null = main.null
+    out = np.empty((k, 3 + marks.size))
+    out[:, 0] = null.log10_sf(totals)
+    out[:, 1] = null.randomized_pvalues(totals, u)
+    out[:, 2] = (totals / null.n_trials - null.null_rate) if null.n_trials else math.nan
+    for i in range(k):
+        out[i, 3:] = null.log10_sf_prefixes(at_marks[i], n_at)
+    return out
 
 
 def _decoys(key: FingerprintKey, ev: Evidence, main: _Scored, test: TestResult, marks: np.ndarray,
-            options: VerifyOptions, say: Progress, runner: DecoyRunner | None = None
+            options: VerifyOptions, say: Progress, runner: TaskRunner | None = None
             ) -> tuple[DecoySummary | None, np.ndarray | None]:
     k = options.n_decoys
     if k == 0:
         return None, None
-    say(f"decoys: {k} keys through the same pipeline")
     u = np.random.default_rng([options.decoy_seed, 0x6B73]).random(k)
-    step = 25 if runner is None else max(1, -(-k // 64))
-    chunks = [(key.decoy_spec(), options.decoy_seed, list(range(a, min(k, a + step))), u[a:a + step], main.keep,
-               main.null, marks) for a in range(0, k, step)]
-    if runner is None:
-        parts = []
-        for args in chunks:
-            parts.append(decoy_rows(ev, *args))
-            done = args[2][-1] + 1
-            if done < k:
-                say(f"decoys: {done}/{k}")
+    if _sliceable(key, ev, main):
+        rows = _decoy_rows_by_segments(key, ev, main, marks, u, options, runner or _in_process, say)
     else:
-        parts = runner(decoy_rows, ev, chunks)
-    rows = np.concatenate(parts)
+        say(f"decoys: {k} keys through the same pipeline")
+        tasks = [(ev, key.decoy_spec(), options.decoy_seed, list(range(a, min(k, a + DECOY_CHUNK))),
+                  u[a:a + DECOY_CHUNK], main.keep, main.null, marks) for a in range(0, k, DECOY_CHUNK)]
+        rows = np.concatenate((runner or _in_process)(decoy_rows, tasks))
     log10, randomized, effects, traj = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3:]
     ks = float(stats.kstest(randomized, "uniform").pvalue) if main.null.n_items else 1.0
     empirical = (1 + int((log10 <= test.log10_pvalue).sum())) / (k + 1)
@@ -224,7 +286,7 @@ def _anytime(s: _Scored, options: VerifyOptions, n_at: np.ndarray) -> tuple[floa
 
 
 def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_keys: int,
-                say: Progress, runner: DecoyRunner | None = None) -> dict:
+                say: Progress, runner: TaskRunner | None = None) -> dict:
     scheme = key.scheme_object()
     say(f"scoring {len(ev):,} items with key {key.key_id[:12]} ({key.scheme})")
     main = _score(scheme, ev)
@@ -266,12 +328,12 @@ def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_key
 def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKey | Sequence[FingerprintKey], *,
                     options: VerifyOptions = VerifyOptions(), notes: Sequence[str] = (),
                     tokenizer_vocab_size: int | None = None, window_filter_size: int | None = None,
-                    progress: Progress | None = None, decoy_runner: DecoyRunner | None = None) -> VerifyResult:
+                    progress: Progress | None = None, decoy_runner: TaskRunner | None = None) -> VerifyResult:
     """Test evidence (one object per context width the keys use) for each key's fingerprint.
 
     This is the pipeline's core: everything that builds evidence (token arrays, exchanges in
-    every access mode, merged shards) ends here. ``decoy_runner`` runs the decoy keys elsewhere
-    (e.g. on a Dask cluster's workers); the result is the same either way.
+    every access mode, merged shards) ends here. ``decoy_runner`` runs the decoy keys' tasks
+    elsewhere (e.g. on a Dask cluster's workers); the result is the same either way.
     """
     options.validate()
     say = progress or _quiet
