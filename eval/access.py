@@ -52,7 +52,8 @@ def _flat(arrays):
     return np.concatenate(arrays), np.concatenate(([0], np.cumsum([a.size for a in arrays]))).astype(np.int64)
 
 
-def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray, scheme_name: str = "greenlist") -> list[dict]:
+def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray, scheme_name: str = "greenlist",
+             corpus_fraction: float = 0.5) -> list[dict]:
     teacher = build_teacher()
     tb = token_bytes_table(teacher.tokenizer)
     rng = np.random.default_rng(5000 + seed)
@@ -60,7 +61,7 @@ def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray, scheme_n
                                   **SCHEME_PARAMS[scheme_name])
     scheme = key.scheme_object()
     n_par = teacher.offsets.size - 1
-    half = np.sort(rng.choice(n_par, size=n_par // 2, replace=False))
+    half = np.sort(rng.choice(n_par, size=int(n_par * corpus_fraction), replace=False))
     clean_tokens, clean_offsets = _flat([teacher.tokens[teacher.offsets[i]:teacher.offsets[i + 1]] for i in half])
     pool = fingerprinted_responses(teacher, scheme, int(math.ceil(rho * clean_tokens.size / (1 - rho))) + 200,
                                    rng=rng)
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rho", type=float, default=0.02)
     ap.add_argument("--max-tokens", type=int, default=200_000)
+    ap.add_argument("--corpus-fraction", type=float, default=0.5,
+                    help="share of the corpus the students train on besides the pool (default 0.5; smaller "
+                         "is quicker, for smoke runs)")
     ap.add_argument("--scheme", default="greenlist", choices=sorted(SCHEME_PARAMS))
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     marks = np.unique(np.geomspace(2000, args.max_tokens, 30).round().astype(np.int64))
     rows: list[dict] = []
     for seed in range(args.seeds):
-        rows.extend(run_seed(seed, args.rho, args.max_tokens, marks, args.scheme))
+        rows.extend(run_seed(seed, args.rho, args.max_tokens, marks, args.scheme, args.corpus_fraction))
     with open(out / f"{stem}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()

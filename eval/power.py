@@ -56,14 +56,15 @@ def _flat(arrays):
 
 
 def run_seed(args: tuple) -> list[dict]:
-    scheme_name, h, seed, rhos, budgets, response_tokens = args
+    scheme_name, h, seed, rhos, budgets, response_tokens, *rest = args
+    fraction = rest[0] if rest else 0.5
     teacher = build_teacher()
     rng = np.random.default_rng(1000 + seed)
     key = FingerprintKey.generate(scheme_of(scheme_name), vocab_size=teacher.vocab_size, context_width=h,
                                   **SCHEME_PARAMS[scheme_name])
     scheme = key.scheme_object()
     n_par = teacher.offsets.size - 1
-    clean_par = np.sort(rng.choice(n_par, size=n_par // 2, replace=False))
+    clean_par = np.sort(rng.choice(n_par, size=int(n_par * fraction), replace=False))
     clean = [teacher.tokens[teacher.offsets[i]:teacher.offsets[i + 1]] for i in clean_par]
     clean_tokens, clean_offsets = _flat(clean)
     finite = [r for r in rhos if 0 < r < 1]
@@ -164,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rhos", default="0,0.005,0.01,0.02,0.05,0.1,1")
     ap.add_argument("--budgets", default="10000,20000,50000,100000,200000")
     ap.add_argument("--response-tokens", type=int, default=200)
+    ap.add_argument("--corpus-fraction", type=float, default=0.5,
+                    help="share of the corpus the students train on besides the pool (default 0.5; smaller "
+                         "is quicker, for smoke runs)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
@@ -172,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    jobs = [(args.scheme, args.context_width, s, rhos, budgets, args.response_tokens) for s in range(args.seeds)]
+    jobs = [(args.scheme, args.context_width, s, rhos, budgets, args.response_tokens, args.corpus_fraction)
+            for s in range(args.seeds)]
     rows: list[dict] = []
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as ex:

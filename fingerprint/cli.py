@@ -17,9 +17,11 @@ from .version import __version__
 if TYPE_CHECKING:
     from .scale.sources import Columns
 
-EXIT_OK = 0
-EXIT_DETECTED = 1
-EXIT_BAD_INPUT = 2
+#: Exit codes, the same for every command.
+EXIT_OK = 0  # done (any verdict, unless a flag asks for 1)
+EXIT_DETECTED = 1  # the finding: detected (--fail-on-detect), a broken chain, a strength regression
+EXIT_BAD_INPUT = 2  # bad input or usage
+EXIT_INTERNAL = 3  # an internal error (a bug): a one-line message; --debug shows the traceback
 
 
 def _progress(msg: str) -> None:
@@ -220,7 +222,8 @@ def sha256_of(path) -> str:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .corpus import sha256_file
-    from .report import build_report, format_pvalue, render_html, render_markdown, write_json, write_text
+    from .report import (build_report, check_output_path, format_pvalue, render_html, render_markdown, write_json,
+                         write_responses, write_text)
     from .scale.cluster import connect, describe
     from .scale.sources import read_corpus
     from .tokenize import load_tokenizer
@@ -228,7 +231,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     progress = (lambda _m: None) if args.quiet else _progress
     t0 = time.perf_counter()
-    keys = [FingerprintKey.load(k) for k in args.key]
+    for flag, out in (("--json", args.json), ("--markdown", args.markdown), ("--html", args.html),
+                      ("--responses-out", args.responses_out)):
+        if out:
+            check_output_path(out, flag)
+    custody = _check_custody(args)
+    keys = [FingerprintKey.load(k, allow_insecure=args.allow_insecure_key) for k in args.key]
     tokenizer = load_tokenizer(args.tokenizer, tiktoken_pattern=args.tiktoken_pattern)
     columns = _columns(args)
     filters, served_listed, served_raw = _served_filters(args, keys, tokenizer, columns, progress)
@@ -272,6 +280,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     doc = build_report(result, suspect=suspect, served=served_listed, tokenizer_path=str(args.tokenizer),
                        tokenizer_sha256=sha256_file(args.tokenizer))
     doc["engine"] = engine_info
+    doc["custody"] = custody.to_dict()
+    doc["notes"][:0] = custody.notes()
+    if args.responses_out:
+        write_responses(result, args.responses_out)
     if args.json:
         write_json(doc, args.json)
     if args.markdown:
@@ -295,6 +307,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"{r['key_id'][:14]:<14} {r['scheme']:<10} {r['n_scored']:>9,} "
               f"{format_pvalue(r['holm_log10_pvalue']):>12} {_anytime_cell(r):>11} {ci:>30} {dec:>14} "
               f"{r['log10_bayes_factor']:>9.2f} {post:>10}  {r['verdict']}")
+    for c in custody.evidence:
+        print(f"custody: {c.describe()}")
     for note in doc["notes"]:
         print(f"note: {note}")
     for label, path in (("json", args.json), ("markdown", args.markdown), ("html", args.html)):
@@ -314,9 +328,10 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     from .collect.client import ClientLimits, CollectSettings, run_collect
 
     headers = {}
-    for h in args.header or []:
-        if ":" not in h:
-            raise FingerprintError(f"--header {h!r}: expected 'Name: value'")
+    for i, h in enumerate(args.header or [], start=1):
+        if ":" not in h:  # the text is not shown: it may be a secret
+            raise ParameterError(f"--header number {i}: expected 'Name: value' (no ':' found; the value is "
+                                 f"not shown)")
         name, value = h.split(":", 1)
         headers[name.strip()] = value.strip()
     settings = CollectSettings(
@@ -324,9 +339,14 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         sampling={"temperature": args.temperature, "top_p": args.top_p, "max_tokens": args.max_tokens,
                   "seed": args.seed, "n": args.n, "stop": args.stop},
         logprobs=args.logprobs, echo=args.echo, samples=args.samples, headers=headers,
-        api_key_env=args.api_key_env)
+        api_key_env=args.api_key_env, secret_headers=tuple(args.secret_header or ()))
+    caps = {name: value for name, value in (("request_deadline", args.request_deadline),
+                                            ("retry_after_max", args.retry_after_max),
+                                            ("max_body_bytes", args.max_body)) if value is not None}
     limits = ClientLimits(concurrency=args.concurrency, rate=args.rate, connect_timeout=args.connect_timeout,
-                          read_timeout=args.read_timeout, max_attempts=args.max_attempts)
+                          read_timeout=args.read_timeout, max_attempts=args.max_attempts, **caps)
+    settings.validate()  # bad settings exit 2 before any key, tokenizer or request is touched
+    limits.validate()
     monitor = None
     if args.until_detected:
         from .apps.until_detected import AnytimeDetectionMonitor
@@ -334,15 +354,23 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
         if not args.key or not args.tokenizer:
             raise FingerprintError("--until-detected needs --key and --tokenizer (the owner's)")
-        monitor = AnytimeDetectionMonitor(FingerprintKey.load(args.key),
+        monitor = AnytimeDetectionMonitor(FingerprintKey.load(args.key, allow_insecure=args.allow_insecure_key),
                                           load_tokenizer(args.tokenizer, tiktoken_pattern=args.tiktoken_pattern),
                                           alpha=args.alpha, check_every=args.check_every,
                                           max_requests=args.max_requests)
     elif args.key or args.tokenizer:
         raise FingerprintError("--key and --tokenizer apply to collect only with --until-detected")
+    signer = None
+    if args.signing_key:
+        from .collect.custody import EvidenceSigner
+
+        if args.checkpoint_every < 1:
+            raise FingerprintError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
+        signer = EvidenceSigner.from_file(args.signing_key, every=args.checkpoint_every,
+                                          allow_insecure=args.allow_insecure_key)
     try:
         stats = run_collect(args.prompts, settings, args.out, limits=limits, quiet=args.quiet, monitor=monitor,
-                            max_requests=args.max_requests)
+                            max_requests=args.max_requests, signer=signer)
     except KeyboardInterrupt:
         print(f"\nfingerprint: interrupted; every finished exchange is in {args.out}. "
               f"Rerun the same command to resume.", file=sys.stderr)
@@ -351,6 +379,15 @@ def _cmd_collect(args: argparse.Namespace) -> int:
           f"{stats.already_done:,} of {stats.planned:,} planned; {stats.retries:,} retries; "
           f"{stats.rate:.1f} req/s over {stats.elapsed:.1f}s")
     print(f"evidence: {args.out} (last sha256 {stats.last_sha256})")
+    if stats.invalid_existing:
+        print(f"note: {stats.invalid_existing:,} earlier records hold a 200 response that is not a valid answer; "
+              f"their pairs were asked again (verify names those records, or skips them with --skip-invalid)")
+    if stats.redacted_records:
+        print(f"note: a secret (the API key or a secret header) was scrubbed from {stats.redacted_records:,} "
+              f"records (field \"redacted\")")
+    if stats.internal_errors:
+        print(f"warning: {stats.internal_errors:,} exchanges met an internal error of the collector and were "
+              f"recorded as failures (see their \"error\"); please report it", file=sys.stderr)
     if monitor is not None:
         from .report import format_pvalue
 
@@ -361,16 +398,63 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_evidence_verify(args: argparse.Namespace) -> int:
-    from .collect.evidence import check_chain
+def _check_custody(args: argparse.Namespace):
+    """verify's first step: the chain (and signatures) of every evidence input; raises
+    InputError (exit 2) naming the file and line unless --accept-broken-chain."""
+    from pathlib import Path
 
-    check = check_chain(args.file)
-    if check.ok:
-        tail = " (an interrupted last write is cut off on resume)" if check.torn_tail else ""
-        print(f"{args.file}: chain intact, {check.records:,} records, last sha256 {check.last_sha256}{tail}")
-        return EXIT_OK
-    print(f"{args.file} line {check.first_bad_line}: BROKEN: {check.problem}")
-    return EXIT_DETECTED
+    from .collect.custody import check_inputs, load_public_key
+    from .scale.sources import expand_inputs
+
+    served = args.served or []
+    if len(served) == 1 and (Path(served[0]) / "manifest.json").is_file():
+        served = []  # a served-window index, not evidence
+    paths = expand_inputs(args.suspect) + (expand_inputs(served) if served else [])
+    return check_inputs(paths, public_keys=[load_public_key(p) for p in args.public_key or []],
+                        accept_broken=args.accept_broken_chain)
+
+
+def _cmd_evidence_verify(args: argparse.Namespace) -> int:
+    from .collect.custody import check_custody, load_public_key
+
+    keys = [load_public_key(p) for p in args.public_key or []]
+    c = check_custody(args.file, public_keys=keys, require_signature=bool(keys))
+    if not c.ok:
+        for line, what in c.problems:
+            print(f"{args.file}{f' line {line}' if line else ''}: BROKEN: {what}")
+        return EXIT_DETECTED
+    print(f"{args.file}: chain intact, {c.chain.records:,} records, last sha256 {c.chain.last_sha256}")
+    m = c.manifest
+    if m is None:
+        print(f"unsigned: no manifest ({args.file}.manifest.json); the chain shows edits only by someone who did not "
+              f"recompute the later hashes")
+    else:
+        print(f"signed: {m.checkpoints} checkpoint(s), the final one at {m.last_signed_at} over all "
+              f"{m.signed_records:,} records; manifest {m.path} sha256 {m.sha256}")
+        print(f"key sha256 {m.public_key_sha256}: "
+              + ("the investigator's public key given" if m.trusted else
+                 "the manifest's own key, NOT checked: pass --public-key with the investigator's public key"))
+    return EXIT_OK
+
+
+def _cmd_evidence_keygen(args: argparse.Namespace) -> int:
+    from .collect.custody import generate_signing_key
+
+    priv, pub, fp = generate_signing_key(args.out, overwrite=args.force)
+    print(f"wrote {priv} (Ed25519 private key, mode 0600: keep it secret; collect --signing-key signs with it)")
+    print(f"wrote {pub} (public key: whoever checks the evidence uses it with --public-key)")
+    print(f"public key sha256 {fp}")
+    return EXIT_OK
+
+
+def _cmd_evidence_sign(args: argparse.Namespace) -> int:
+    from .collect.custody import EvidenceSigner, sign_evidence
+
+    signer = EvidenceSigner.from_file(args.signing_key, allow_insecure=args.allow_insecure_key)
+    cp = sign_evidence(args.file, signer)
+    print(f"{args.file}: signed {cp.records:,} records, head sha256 {cp.head_sha256} at {cp.signed_at} "
+          f"(key sha256 {signer.public_key_sha256}); manifest {signer.manifest}")
+    return EXIT_OK
 
 
 def _cmd_evidence_summary(args: argparse.Namespace) -> int:
@@ -387,7 +471,12 @@ def _cmd_evidence_summary(args: argparse.Namespace) -> int:
     print(f"prompts         {s.distinct_prompts:,} distinct; duplicate successes {s.duplicate_successes}")
     print(f"statuses        {s.statuses}")
     print(f"time span       {s.first_started_at} .. {s.last_finished_at}")
-    return EXIT_OK if s.chain.ok else EXIT_DETECTED
+    m = s.manifest
+    print("manifest        " + ("none (unsigned)" if m is None else
+                                f"{m.path}: {'valid' if m.ok else 'INVALID: ' + str(m.problem)}; {m.checkpoints} "
+                                f"checkpoint(s), last at {m.last_signed_at} over {m.signed_records} records"
+                                f"{' (final)' if m.final else ''}, key sha256 {m.public_key_sha256}"))
+    return EXIT_OK if s.chain.ok and (m is None or m.ok) else EXIT_DETECTED
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -395,7 +484,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .sim.teacher import build_teacher
 
     teacher = build_teacher(args.corpus, vocab_size=args.vocab_size)
-    scheme = FingerprintKey.load(args.key).scheme_object() if args.key else None
+    scheme = FingerprintKey.load(args.key, allow_insecure=args.allow_insecure_key).scheme_object() if args.key else None
     served = ServedModel(teacher.model, teacher.tokenizer, name=args.model_name, scheme=scheme)
     faults = Faults.mixed(args.faults, slow_seconds=args.slow_seconds) if args.faults else Faults()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -421,7 +510,7 @@ def _cmd_strength(args: argparse.Namespace) -> int:
     from .tokenize import load_tokenizer
 
     progress = (lambda _m: None) if args.quiet else _progress
-    key = FingerprintKey.load(args.key)
+    key = FingerprintKey.load(args.key, allow_insecure=args.allow_insecure_key)
     tokenizer = load_tokenizer(args.tokenizer)
     responses = read_exchanges(args.responses, skip_invalid=args.skip_invalid, require_prompt=False)
     thresholds, tolerances = load_config(args.config) if args.config else (Thresholds(), Tolerances())
@@ -467,8 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fingerprint",
         description="Prove or rule out that a suspect model was trained on your model's outputs: "
                     "embed a keyed statistical fingerprint when sampling, then test suspect text "
-                    "for it with exact, de-duplicated statistics.")
+                    "for it with exact, de-duplicated statistics.",
+        epilog="exit codes (every command): 0 done, 1 the finding (detected with --fail-on-detect, a broken "
+               "evidence chain, a strength regression), 2 bad input or usage, 3 internal error.")
     parser.add_argument("--version", action="version", version=f"fingerprint {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an internal error (exit 3), print the Python traceback")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     kg = sub.add_parser("keygen", help="create a secret fingerprint key (JSON, mode 0600)",
@@ -481,7 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--vocab-size", type=int, required=True,
                     help="width of the model's logits (token ids are in [0, V))")
     kg.add_argument("--out", required=True, help="key file to write (refuses to overwrite without --force)")
-    kg.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    kg.add_argument("--force", action="store_true",
+                    help="overwrite an existing key file (atomically; a symlink at --out is refused, never followed)")
     kg.add_argument("--context-width", "-H", type=int, help="h: context tokens per window (default 2)")
     kg.add_argument("--gamma", type=float, help="greenlist: green fraction (default 0.25)")
     kg.add_argument("--delta", type=float, help="greenlist: logit bias of green tokens (default 3.0)")
@@ -512,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "test over the whole corpus, and check decoy keys as a null control.",
         epilog="inputs: JSONL exchanges {\"id\", \"prompt\", \"response\"} (prompt: string or "
                "messages list),\nevidence files from `fingerprint collect`, or plain text files.\n"
-               "exit codes: 0 run completed (any verdict), 1 detected with --fail-on-detect, 2 bad input.")
+               "exit codes: 0 run completed (any verdict), 1 detected with --fail-on-detect, 2 bad input,\n"
+               "3 internal error (fingerprint --debug verify ... shows the traceback).")
     ver.add_argument("suspect", nargs="+", help="suspect exchanges (JSONL), evidence files, text files, Parquet "
                                                 "files, directories or globs of them")
     ver.add_argument("--key", action="append", required=True,
@@ -560,9 +655,22 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", help="write the JSON report here")
     ver.add_argument("--markdown", help="write a Markdown report here")
     ver.add_argument("--html", help="write a self-contained HTML report here")
+    ver.add_argument("--responses-out", metavar="FILE",
+                     help="write every response's score as JSONL here (reports list at most the 1,000 most "
+                          "fingerprinted)")
     ver.add_argument("--skip-invalid", action="store_true",
                      help="skip invalid records (counted in the report) instead of stopping")
     ver.add_argument("--fail-on-detect", action="store_true", help="exit 1 when the verdict is 'detected'")
+    cust = ver.add_argument_group("chain of custody (checked first, before anything is scored)")
+    cust.add_argument("--public-key", action="append", metavar="PUB",
+                      help="the investigator's public key (from `fingerprint evidence keygen`; repeatable): every "
+                           "input must be evidence whose manifest it signed")
+    cust.add_argument("--accept-broken-chain", action="store_true",
+                      help="score evidence whose hash chain or signatures do not hold (a break, a gap, a torn or "
+                           "truncated tail, a rewritten history) instead of refusing it (exit 2); the report then "
+                           "says, first, that the chain is broken")
+    cust.add_argument("--allow-insecure-key", action="store_true",
+                      help="use a key file that others can write (refused otherwise; one others can read warns)")
     ver.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
     ver.set_defaults(func=_cmd_verify)
 
@@ -576,9 +684,15 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--model", required=True, help="model name sent in each request")
     col.add_argument("--out", required=True, help="evidence file (JSONL, appended to; resumed if it exists)")
     col.add_argument("--endpoint", choices=["chat", "completions"], default="chat", help="default chat")
-    col.add_argument("--api-key-env", help="name of the environment variable holding the API key "
-                                           "(the key is never written anywhere)")
-    col.add_argument("--header", action="append", help="extra HTTP header 'Name: value' (repeatable)")
+    col.add_argument("--api-key-env", help="name of the environment variable holding the API key (stripped; "
+                                           "printable ASCII only; sent as 'Authorization: Bearer', scrubbed from "
+                                           "everything written)")
+    col.add_argument("--header", action="append",
+                     help="extra HTTP header 'Name: value' (repeatable); the values of headers named like secrets "
+                          "(Authorization, *key*, *token*, *secret*, Cookie, *password*, *session*...) are "
+                          "redacted in the evidence header and scrubbed everywhere else")
+    col.add_argument("--secret-header", action="append", metavar="NAME",
+                     help="treat header NAME's value as a secret too (repeatable)")
     col.add_argument("--temperature", type=float, help="sampling temperature")
     col.add_argument("--top-p", type=float, help="nucleus sampling mass")
     col.add_argument("--max-tokens", type=int, default=256, help="tokens per response (default 256)")
@@ -593,8 +707,21 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     col.add_argument("--rate", type=float, default=0.0, help="max requests per second (default: no limit)")
     col.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
-    col.add_argument("--read-timeout", type=float, default=120.0, help="seconds (default 120)")
-    col.add_argument("--max-attempts", type=int, default=6, help="attempts per exchange (default 6)")
+    col.add_argument("--read-timeout", type=float, default=120.0,
+                     help="seconds to wait for each read of the response (default 120)")
+    # the defaults are ClientLimits' (not imported here: httpx would load for every command;
+    # tests/test_hostile_suspect.py checks that this help states them)
+    col.add_argument("--request-deadline", type=float, metavar="SECONDS",
+                     help="total seconds one attempt may take, connect to last byte: a body trickled slowly "
+                          "ends there (default 120)")
+    col.add_argument("--retry-after-max", type=float, metavar="SECONDS",
+                     help="longest Retry-After honoured before a retry (default 60)")
+    col.add_argument("--max-body", type=int, metavar="BYTES",
+                     help="largest response body read, on the wire and after decompression; a larger one is a "
+                          "failed attempt (default 16777216 = 16 MiB)")
+    col.add_argument("--max-attempts", type=int, default=6,
+                     help="attempts per exchange; a malformed, oversized or late answer is retried like a 5xx "
+                          "(default 6)")
     col.add_argument("--max-requests", type=int, metavar="N",
                      help="ask at most N (prompt, sample) pairs in all, those already in the evidence included "
                           "(default: all)")
@@ -602,6 +729,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop as soon as the anytime-valid p-value of --key reaches --alpha (an e-process: valid "
                           "under this optional stopping, unlike a fixed-n p-value); the rule is recorded in the "
                           "evidence header and resuming continues the same e-process")
+    col.add_argument("--signing-key", metavar="KEY",
+                     help="the investigator's Ed25519 private key (fingerprint evidence keygen): sign chain "
+                          "checkpoints in FILE.manifest.json, so rewriting, truncating or forging the evidence "
+                          "needs this key")
+    col.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
+                     help="with --signing-key: sign a checkpoint every N records and at the end (default 1000)")
+    col.add_argument("--allow-insecure-key", action="store_true",
+                     help="load key files others can write (refused by default)")
     col.add_argument("--key", help="with --until-detected: the key file to test for")
     col.add_argument("--tokenizer", help="with --until-detected: the owner's tokenizer.json or tiktoken file")
     col.add_argument("--tiktoken-pattern", help="with --until-detected: pre-tokenization regex of a tiktoken file")
@@ -612,11 +747,36 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     col.set_defaults(func=_cmd_collect)
 
-    ev = sub.add_parser("evidence", help="check or summarize an evidence file")
+    ev = sub.add_parser("evidence", help="check, summarize or sign an evidence file; make the investigator's key",
+                        description="Chain of custody: evidence files are hash-chained JSONL; with the "
+                                    "investigator's Ed25519 key the collector signs checkpoints into "
+                                    "<evidence>.manifest.json. Exit codes: 0 intact, 1 broken, 2 bad input.")
     ev_sub = ev.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
-    ev_v = ev_sub.add_parser("verify", help="check the hash chain; name the first broken record (exit 1)")
+    ev_v = ev_sub.add_parser("verify", help="check the hash chain and signatures; name the first broken record "
+                                            "(exit 1)",
+                             description="Check every record's hash, the chain, the sequence, the tail (an "
+                                         "unterminated last line is refused: it must not be scored), and the "
+                                         "manifest's signed checkpoints when there is one.")
     ev_v.add_argument("file")
+    ev_v.add_argument("--public-key", action="append", metavar="PUB",
+                      help="the investigator's public key (repeatable): the evidence must carry a manifest signed "
+                           "by it, covering every record")
     ev_v.set_defaults(func=_cmd_evidence_verify)
+    ev_k = ev_sub.add_parser("keygen", help="create the investigator's Ed25519 signing key and its public key",
+                             description="Write an Ed25519 private key (PEM, mode 0600) to --out and its public "
+                                         "key (PEM) next to it (investigator.key -> investigator.pub).")
+    ev_k.add_argument("--out", required=True, help="private key file to write, e.g. investigator.key")
+    ev_k.add_argument("--force", action="store_true",
+                      help="overwrite existing files (atomically; a symlink is refused, never followed)")
+    ev_k.set_defaults(func=_cmd_evidence_keygen)
+    ev_g = ev_sub.add_parser("sign", help="sign an existing evidence file (a final checkpoint over every record)",
+                             description="Sign the whole chain now: evidence collected without a signing key, or "
+                                         "a collection killed before its final signature. The chain must be intact.")
+    ev_g.add_argument("file")
+    ev_g.add_argument("--signing-key", required=True, help="the investigator's private key (evidence keygen)")
+    ev_g.add_argument("--allow-insecure-key", action="store_true",
+                      help="use a key file that others can write (refused otherwise)")
+    ev_g.set_defaults(func=_cmd_evidence_sign)
     ev_s = ev_sub.add_parser("summary", help="counts, statuses, time span, settings, chain status")
     ev_s.add_argument("file")
     ev_s.set_defaults(func=_cmd_evidence_summary)
@@ -628,6 +788,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     srv.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     srv.add_argument("--key", help="fingerprint every response with this key")
+    srv.add_argument("--allow-insecure-key", action="store_true",
+                     help="use a key file that others can write (refused otherwise)")
     srv.add_argument("--model-name", default="local-ngram", help="model id to report (default local-ngram)")
     srv.add_argument("--instant", action="store_true", help="answer at once with a fixed text (benchmarks)")
     srv.add_argument("--faults", type=float, default=0.0,
@@ -643,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure how strongly a release's own responses carry the fingerprint (effect, tokens "
                     "a response needs to be detected, share detectable alone, share without any fingerprint, "
                     "a distillation proxy) and compare with thresholds and a baseline.",
-        epilog="exit codes: 0 pass, 1 regression, 2 error.\nconfig (TOML): [thresholds] min_effect_ci_low, "
+        epilog="exit codes: 0 pass, 1 regression, 2 bad input, 3 internal error.\nconfig (TOML): [thresholds] min_effect_ci_low, "
                "max_tokens_to_detect_median,\nmin_detectable_share, max_unmarked_share, "
                "max_radioactivity_log10_pvalue; [tolerances]\neffect_relative_drop, tokens_relative_increase, "
                "detectable_share_drop,\nunmarked_share_increase, radioactivity_log10_increase.")
@@ -671,6 +833,8 @@ def build_parser() -> argparse.ArgumentParser:
     stg.add_argument("--junit", help="write JUnit XML (one test case per check)")
     stg.add_argument("--skip-invalid", action="store_true", help="skip invalid records instead of stopping")
     stg.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+    stg.add_argument("--allow-insecure-key", action="store_true",
+                     help="use a key file that others can write (refused otherwise)")
     stg.set_defaults(func=_cmd_strength)
 
     demo = sub.add_parser(
@@ -706,7 +870,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"fingerprint: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -717,6 +888,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fingerprint: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the environment (a full disk, a vanished file), not the program
+        print(f"fingerprint: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        print("fingerprint: error: out of memory (split the input, or use verify --dask)", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception as exc:  # a bug: one line, never a bare traceback unless asked for
+        if getattr(args, "debug", False):
+            import traceback
+
+            traceback.print_exc()
+        print(f"fingerprint: internal error: {type(exc).__name__}: {exc} (this is a bug; rerun with "
+              f"--debug for the traceback and report it)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

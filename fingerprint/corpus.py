@@ -7,7 +7,11 @@ Accepted inputs (detected per file, and per line inside JSONL files):
   string or a list of ``{"type": "text", "text"}`` parts).
 * **Evidence JSONL** written by ``fingerprint collect``: records carrying ``request``,
   ``response``, ``status`` and ``prev_sha256``; read unchanged. Each choice of a successful
-  response is one exchange; failed requests are counted, not read.
+  response is one exchange; failed requests are counted, not read. Every response body is
+  validated as untrusted data by :func:`fingerprint.apiformat.read_choices` (the same check the
+  collector makes before recording a success), so a malformed body in an old file (bad logprobs,
+  ``choices: []``, ``content: null``, wrong types) is a bad record naming its field, never a
+  traceback. Records of other types (not ``exchange``) are not exchanges and are passed over.
 * **Plain text**: any other file is one response with an empty prompt.
 
 Every problem names the file, the line and the field, e.g.
@@ -19,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .apiformat import ResponseError, TokenLogprobs, content_text, record_choices, request_prompt
 from .errors import InputError
 
 __all__ = ["Exchange", "TokenLogprobs", "InputFile", "SkippedRecord", "ExchangeSet", "read_exchanges", "sha256_file",
@@ -32,8 +36,6 @@ __all__ = ["Exchange", "TokenLogprobs", "InputFile", "SkippedRecord", "ExchangeS
            "RecordError"]
 
 
-#: Per token: (the token's bytes, [(candidate bytes, log-probability), ...] best first).
-TokenLogprobs = tuple[tuple[bytes, tuple[tuple[bytes, float], ...]], ...]
 #: (id, prompt, response, logprobs, prompt logprobs) of one exchange read from a record.
 _Record = tuple[str | None, str, str, TokenLogprobs | None, TokenLogprobs | None]
 
@@ -101,32 +103,14 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-class _RecordError(Exception):
-    """A bad record; the reader adds file and line."""
-
+#: A bad record; the reader adds file and line (one class with the response validator's error).
+_RecordError = ResponseError
 
 #: Raised by :func:`messages_text` for a malformed messages list (callers add file and line).
 RecordError = _RecordError
 
 
-def _content_text(content: Any, where: str) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for j, part in enumerate(content):
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            elif isinstance(part, dict) and part.get("type") not in (None, "text"):
-                continue  # images, audio: carry no text to score or exclude
-            else:
-                raise _RecordError(f'field "{where}[{j}]" must be a string or a text part')
-        return "\n".join(parts)
-    if content is None:
-        return ""
-    raise _RecordError(f'field "{where}" must be a string or a list of parts, got {type(content).__name__}')
+_content_text = content_text
 
 
 def messages_text(messages: Any, where: str = "prompt") -> str:
@@ -159,44 +143,6 @@ def _is_evidence(obj: dict[str, Any]) -> bool:
     return "prev_sha256" in obj
 
 
-def _chat_logprobs(lp: Any) -> TokenLogprobs | None:
-    content = lp.get("content") if isinstance(lp, dict) else None
-    if not isinstance(content, list):
-        return None
-    out = []
-    for e in content:
-        if not isinstance(e, dict):
-            return None
-        tb = bytes(e["bytes"]) if isinstance(e.get("bytes"), list) else str(e.get("token", "")).encode("utf-8")
-        top = []
-        for c in e.get("top_logprobs") or []:
-            cb = bytes(c["bytes"]) if isinstance(c.get("bytes"), list) else str(c.get("token", "")).encode("utf-8")
-            top.append((cb, float(c.get("logprob", -math.inf))))
-        out.append((tb, tuple(top)))
-    return tuple(out)
-
-
-def _completion_logprobs(lp: Any, prompt: str, echo: bool) -> tuple[TokenLogprobs | None, TokenLogprobs | None]:
-    """(response part, prompt part) of a legacy completions ``logprobs`` object."""
-    if not isinstance(lp, dict) or not isinstance(lp.get("tokens"), list):
-        return None, None
-    tokens = lp["tokens"]
-    tbytes = lp.get("token_bytes")
-    tops = lp.get("top_logprobs") or [None] * len(tokens)
-    offsets = lp.get("text_offset") or []
-    entries = []
-    for i, tok in enumerate(tokens):
-        b = bytes(tbytes[i]) if isinstance(tbytes, list) and isinstance(tbytes[i], list) else str(tok).encode("utf-8")
-        top = tops[i] if i < len(tops) else None
-        cands = tuple(sorted(((str(k).encode("utf-8"), float(v)) for k, v in (top or {}).items()),
-                             key=lambda kv: -kv[1]))
-        entries.append((b, cands))
-    if not echo:
-        return tuple(entries), None
-    n_prompt = sum(1 for o in offsets if o < len(prompt)) if offsets else 0
-    return tuple(entries[n_prompt:]), tuple(entries[:n_prompt])
-
-
 def _exchange_records(obj: dict[str, Any], *, require_prompt: bool) -> list[_Record]:
     """(id, prompt, response) of a plain exchange record."""
     response = _require(obj, "response")
@@ -215,48 +161,18 @@ def _exchange_records(obj: dict[str, Any], *, require_prompt: bool) -> list[_Rec
 
 
 def _evidence_records(obj: dict[str, Any]) -> list[_Record] | None:
-    """(id, prompt, response) per choice of an evidence record; None for a failed request."""
-    if obj.get("type") == "header":
+    """(id, prompt, response, logprobs, prompt logprobs) per choice of an evidence record; None
+    for a failed request, ``[]`` for the header and other non-exchange records."""
+    if obj.get("type") not in (None, "exchange"):
         return []
-    status = obj.get("status")
-    body = obj.get("response")
-    if status != 200 or not isinstance(body, dict):
+    choices = record_choices(obj)  # validates the whole body; raises ResponseError naming the field
+    if choices is None:
         return None
-    request = _require(obj, "request")
-    if not isinstance(request, dict):
-        raise _RecordError('field "request" must be an object')
-    if "messages" in request:
-        prompt = messages_text(request["messages"], "request.messages")
-    else:
-        raw = request.get("prompt", "")
-        prompt = raw if isinstance(raw, str) else "\n".join(str(x) for x in raw) if isinstance(raw, list) else ""
-    choices = body.get("choices")
-    if not isinstance(choices, list):
-        raise _RecordError('field "response.choices" missing or not a list')
-    out: list[_Record] = []
+    request = obj["request"]
+    prompt = (messages_text(request["messages"], "request.messages") if "messages" in request
+              else request_prompt(request))
     base = f"{obj.get('prompt_id', '?')}#{obj.get('sample', 0)}"
-    for i, choice in enumerate(choices):
-        if not isinstance(choice, dict):
-            raise _RecordError(f'field "response.choices[{i}]" must be an object')
-        if isinstance(choice.get("message"), dict):
-            text = _content_text(choice["message"].get("content"), f"response.choices[{i}].message.content")
-        elif "text" in choice:
-            text = choice["text"]
-            if not isinstance(text, str):
-                raise _RecordError(f'field "response.choices[{i}].text" must be a string')
-        else:
-            raise _RecordError(f'field "response.choices[{i}]" has neither "message" nor "text"')
-        echo = bool(request.get("echo"))
-        if echo and text.startswith(prompt):
-            text = text[len(prompt):]
-        if "message" in choice:
-            lp, plp = _chat_logprobs(choice.get("logprobs")), None
-        else:
-            lp, plp = _completion_logprobs(choice.get("logprobs"), prompt, echo)
-        if not text.strip() and plp is None:
-            raise _RecordError(f'field "response.choices[{i}]" is empty')
-        out.append((f"{base}.{choice.get('index', i)}", prompt, text, lp, plp))
-    return out
+    return [(f"{base}.{c.index}", prompt, c.text, c.logprobs, c.prompt_logprobs) for c in choices]
 
 
 def evidence_record_exchanges(record: dict[str, Any], *, source: str = "") -> list[Exchange] | None:
@@ -315,8 +231,14 @@ def read_exchanges(paths: Sequence[str | os.PathLike[str]], *, skip_invalid: boo
             continue
         n_records = 0
         formats = set()
-        for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        lines = raw.split(b"\n")
+        for lineno, line in enumerate(lines, start=1):
             if not line.strip():
+                continue
+            if lineno == len(lines) and (b'"prev_sha256"' in line or "evidence" in formats):
+                # an unterminated last line of evidence is a torn (or forged) write: never scored
+                result.skipped.append(SkippedRecord(str(path), lineno, "torn tail: no terminating newline "
+                                                                       "(not part of the evidence chain; not scored)"))
                 continue
             try:
                 try:
@@ -327,6 +249,8 @@ def read_exchanges(paths: Sequence[str | os.PathLike[str]], *, skip_invalid: boo
                     obj = json.loads(decoded)
                 except json.JSONDecodeError as exc:
                     raise _RecordError(f"not valid JSON (column {exc.colno}: {exc.msg})") from None
+                except RecursionError:
+                    raise _RecordError("JSON nested too deeply to read") from None
                 if not isinstance(obj, dict):
                     raise _RecordError(f"expected a JSON object, got {type(obj).__name__}")
                 if _is_evidence(obj):

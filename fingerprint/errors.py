@@ -12,6 +12,9 @@ __all__ = [
     "ParameterError",
     "TokenError",
     "InputError",
+    "EvidenceLockedError",
+    "FingerprintWarning",
+    "InsecureFileWarning",
 ]
 
 
@@ -33,3 +36,15 @@ class TokenError(FingerprintError, ValueError):
 
 class InputError(FingerprintError):
     """An input file or record is malformed (names file, line and field)."""
+
+
+class EvidenceLockedError(InputError):
+    """Another process holds the evidence file's lock (a second collector on the same file)."""
+
+
+class FingerprintWarning(UserWarning):
+    """Base class of the warnings fingerprint issues (printed on stderr by the command line)."""
+
+
+class InsecureFileWarning(FingerprintWarning):
+    """A secret file readable by others, or a key file in an old format without integrity check."""

@@ -1,38 +1,60 @@
 """Fingerprint keys: a 256-bit secret, a scheme with its parameters, and a vocabulary size.
 
-A key file is JSON written with mode 0600::
+A key file is JSON written atomically with mode 0600 (never through a symlink)::
 
-    {"format": "fingerprint-key", "version": 1, "key_id": "...", "scheme": "greenlist",
+    {"format": "fingerprint-key", "version": 2, "key_id": "...", "scheme": "greenlist",
      "params": {"context_width": 2, "gamma": 0.25, "delta": 3.0}, "vocab_size": 8192,
-     "secret": "<64 hex digits>"}
+     "secret": "<64 hex digits>", "mac": "<64 hex digits>"}
 
 The key id is a keyed-hash fingerprint of the secret (BLAKE2b with its own personalisation),
 so it identifies a key in reports without revealing anything about the secret.
+``mac`` is an HMAC-SHA256, keyed by a key derived from the secret, over the canonical JSON of
+every other public field (format, version, key id, scheme, params, vocabulary size): editing
+gamma, h, delta or the vocabulary size without the secret is detected on load. Version-1 files
+(no ``mac``) still load, with an :class:`~fingerprint.errors.InsecureFileWarning`; re-save them
+(``FingerprintKey.load(old).save(new)``) to add one. Loading checks the file's permissions
+(:func:`~fingerprint.secretfiles.read_secret_file`): readable by others warns, writable by
+others is refused unless ``allow_insecure``.
 ``repr()``/``str()`` never show the secret.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import secrets as _secrets
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, KeyFileError, ParameterError
+from .errors import InputError, InsecureFileWarning, KeyFileError, ParameterError
 from .schemes import SCHEMES, Scheme, make_scheme, scheme_class
+from .secretfiles import read_secret_file, write_file_atomic
 
 __all__ = ["FingerprintKey", "SECRET_BYTES", "decoy_key"]
 
 SECRET_BYTES = 32
 _FORMAT = "fingerprint-key"
-_VERSION = 1
-_FIELDS = ("format", "version", "key_id", "scheme", "params", "vocab_size", "secret")
+_VERSION = 2
+_FIELDS_V1 = ("format", "version", "key_id", "scheme", "params", "vocab_size", "secret")
+_FIELDS = (*_FIELDS_V1, "mac")
+#: The fields the MAC covers (all but the secret, which the key id covers, and the MAC itself).
+_MAC_FIELDS = ("format", "version", "key_id", "scheme", "params", "vocab_size")
 
 
 def _key_id(secret: bytes) -> str:
     return hashlib.blake2b(secret, digest_size=16, person=b"fingerprint.kid1").hexdigest()
+
+
+def _mac(secret: bytes, data: dict[str, Any]) -> str:
+    """HMAC-SHA256 over the canonical JSON of the :data:`_MAC_FIELDS` of ``data`` (as stored in
+    the file), keyed by a BLAKE2b derivation of the secret."""
+    mac_key = hashlib.blake2b(secret, digest_size=32, person=b"fingerprint.mac1").digest()
+    body = json.dumps({f: data[f] for f in _MAC_FIELDS}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True, allow_nan=False)
+    return hmac.new(mac_key, body.encode("ascii"), hashlib.sha256).hexdigest()
 
 
 class FingerprintKey:
@@ -123,34 +145,25 @@ class FingerprintKey:
                 "vocab_size": self.vocab_size}
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the key as JSON with file mode 0600. Refuses to overwrite unless asked."""
+        """Write the key as JSON with file mode 0600, atomically, never through a symlink
+        (:func:`~fingerprint.secretfiles.write_file_atomic`). Refuses to overwrite unless asked,
+        and refuses a symlink at ``path`` even then."""
         path = Path(path)
-        data = {"format": _FORMAT, "version": _VERSION, **self.to_public_dict(),
-                "secret": self._secret.hex()}
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
-        try:
-            fd = os.open(path, flags, 0o600)
-        except FileExistsError:
-            raise KeyFileError(f"{path}: already exists; refusing to overwrite a key "
-                               f"(pass overwrite=True / --force)") from None
-        except OSError as exc:
-            raise KeyFileError(f"{path}: cannot write key file: {exc.strerror}") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        data: dict[str, Any] = json.loads(json.dumps({"format": _FORMAT, "version": _VERSION,
+                                                      **self.to_public_dict(), "secret": self._secret.hex()}))
+        data["mac"] = _mac(self._secret, data)
+        text = json.dumps(data, indent=2) + "\n"
+        write_file_atomic(path, text.encode("utf-8"), mode=0o600, overwrite=overwrite, what="key file")
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "FingerprintKey":
-        """Read and validate a key file; errors name the file and the bad field."""
+    def load(cls, path: str | os.PathLike[str], *, allow_insecure: bool = False) -> "FingerprintKey":
+        """Read and validate a key file; errors name the file and the bad field.
+
+        A file writable by group or others is refused unless ``allow_insecure``; one readable by
+        them loads with an :class:`~fingerprint.errors.InsecureFileWarning`."""
         path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from None
+        raw = read_secret_file(path, what="key file", allow_insecure=allow_insecure)
         try:
             data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -158,6 +171,8 @@ class FingerprintKey:
         except json.JSONDecodeError as exc:
             raise KeyFileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
                                f"{exc.msg})") from None
+        except RecursionError:
+            raise KeyFileError(f"{path}: JSON nested too deeply") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -165,16 +180,18 @@ class FingerprintKey:
         """Build a key from the parsed JSON of a key file, validating every field."""
         if not isinstance(data, dict):
             raise KeyFileError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        for field in _FIELDS:
+        if data.get("format") != _FORMAT:
+            raise KeyFileError(f"{source}: field 'format' must be {_FORMAT!r}, got {data.get('format')!r}")
+        version = data.get("version")
+        if type(version) is not int or version not in (1, _VERSION):
+            raise KeyFileError(f"{source}: field 'version' must be 1 or {_VERSION}, got {version!r}")
+        fields = _FIELDS_V1 if version == 1 else _FIELDS
+        for field in fields:
             if field not in data:
                 raise KeyFileError(f"{source}: field {field!r} missing")
-        extra = sorted(set(data) - set(_FIELDS))
+        extra = sorted(set(data) - set(fields))
         if extra:
-            raise KeyFileError(f"{source}: unknown field(s) {extra}")
-        if data["format"] != _FORMAT:
-            raise KeyFileError(f"{source}: field 'format' must be {_FORMAT!r}, got {data['format']!r}")
-        if data["version"] != _VERSION:
-            raise KeyFileError(f"{source}: field 'version' must be {_VERSION}, got {data['version']!r}")
+            raise KeyFileError(f"{source}: unknown field(s) {extra} for a version-{version} key file")
         if not isinstance(data["params"], dict):
             raise KeyFileError(f"{source}: field 'params' must be an object, got "
                                f"{type(data['params']).__name__}")
@@ -205,6 +222,18 @@ class FingerprintKey:
         if data["key_id"] != key.key_id:
             raise KeyFileError(f"{source}: field 'key_id' does not match the secret "
                                f"(file corrupted or edited)")
+        if version == 1:
+            warnings.warn(f"{source}: version-1 key file without a MAC: an edit of its scheme, params or "
+                          f"vocab_size cannot be detected; re-save it to add one "
+                          f"(FingerprintKey.load(old).save(new))", InsecureFileWarning, stacklevel=3)
+            return key
+        try:
+            expected = _mac(secret, data)
+        except (TypeError, ValueError):
+            raise KeyFileError(f"{source}: a field covered by 'mac' is not plain JSON") from None
+        if not isinstance(data["mac"], str) or not hmac.compare_digest(data["mac"], expected):
+            raise KeyFileError(f"{source}: field 'mac' does not match the fields it covers "
+                               f"({', '.join(_MAC_FIELDS)}): the file was edited or corrupted")
         return key
 
     # ---- never show the secret ----------------------------------------------------------

@@ -23,7 +23,7 @@ def _numbers(rows: list[dict]) -> list[dict]:
 def test_power_experiment_small(tmp_path, teacher):
     budgets = (4000, 8000)
     assert power.main(["--seeds", "1", "--rhos", "0,0.1", "--budgets", ",".join(map(str, budgets)),
-                       "--workers", "1", "--out", str(tmp_path)]) == 0
+                       "--workers", "1", "--corpus-fraction", "0.2", "--out", str(tmp_path)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "power-greenlist-h2.csv")))
     assert len(rows) == 2 * 2 * 2
     p = {(float(r["rho"]), r["mode"], int(r["tokens"])): float(r["log10_p"]) for r in rows}
@@ -53,7 +53,8 @@ def test_power_experiment_small(tmp_path, teacher):
 
 
 def test_access_experiment_small(tmp_path, teacher):
-    assert access.main(["--seeds", "1", "--rho", "0.1", "--max-tokens", "6000", "--out", str(tmp_path)]) == 0
+    assert access.main(["--seeds", "1", "--rho", "0.1", "--max-tokens", "6000", "--corpus-fraction", "0.2",
+                        "--out", str(tmp_path)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "access.csv")))
     assert {r["level"] for r in rows} == set(access.LEVELS)
     by = {level: sorted((int(r["tokens"]), float(r["log10_p"])) for r in rows if r["level"] == level)

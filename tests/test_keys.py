@@ -64,7 +64,7 @@ def test_decoys_reproducible_and_independent():
     ("vocab_size", "8192", "'vocab_size'"),
     ("key_id", "0" * 32, "'key_id' does not match"),
     ("format", "other", "'format'"),
-    ("version", 2, "'version'"),
+    ("version", 3, "'version'"),
 ])
 def test_load_names_the_bad_field(tmp_path, field, value, match):
     key = FingerprintKey.generate("greenlist", vocab_size=8192)

@@ -32,8 +32,9 @@ def release(teacher, tmp_path_factory):
     d = tmp_path_factory.mktemp("strength")
     key = FingerprintKey.generate("greenlist", vocab_size=teacher.vocab_size, delta=3.0)
     key_path = key.save(d / "key.json")
-    halved = FingerprintKey.from_dict({**json.loads(key_path.read_text()),
-                                       "params": {"context_width": 2, "gamma": 0.25, "delta": 1.5}})
+    secret = bytes.fromhex(json.loads(key_path.read_text())["secret"])  # the same secret, half the delta
+    halved = FingerprintKey(secret, "greenlist", {"context_width": 2, "gamma": 0.25, "delta": 1.5},
+                            teacher.vocab_size)
     rng = np.random.default_rng(0)
     prompts, _ = corpus_prompts(teacher, 250, length=12, rng=rng)
     outs = {"fingerprinted": generate(teacher.model, prompts, 120, rng, scheme=key.scheme_object(), batch_size=250),

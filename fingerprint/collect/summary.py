@@ -1,4 +1,4 @@
-"""What an evidence file holds: counts, time span, duplicates, chain status."""
+"""What an evidence file holds: counts, time span, duplicates, chain and signature status."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 
-from .evidence import ChainCheck, check_chain, read_records
+from .custody import ManifestStatus, check_custody
+from .evidence import ChainCheck, read_records
 
 __all__ = ["EvidenceSummary", "summarize_evidence"]
 
 
 @dataclass(frozen=True)
 class EvidenceSummary:
-    """Counts over the exchange records of an evidence file (the header is not counted)."""
+    """Counts over the exchange records of an evidence file (the header is not counted; a torn
+    last line is not a record). ``manifest``: the signed manifest's status, None when unsigned."""
 
     chain: ChainCheck
     records: int
@@ -25,10 +27,13 @@ class EvidenceSummary:
     first_started_at: str | None
     last_finished_at: str | None
     settings: dict | None
+    manifest: ManifestStatus | None = None
 
 
 def summarize_evidence(path: str | os.PathLike[str]) -> EvidenceSummary:
-    chain = check_chain(path)
+    """Counts, statuses, time span, settings, and the chain and manifest status of a file."""
+    custody = check_custody(path)
+    chain = custody.chain
     statuses: Counter[str] = Counter()
     ok_pairs: Counter[tuple] = Counter()
     prompts = set()
@@ -47,4 +52,4 @@ def summarize_evidence(path: str | os.PathLike[str]) -> EvidenceSummary:
         last = rec.get("finished_at") if last is None else max(last, rec.get("finished_at") or last)
     dups = sum(c - 1 for c in ok_pairs.values() if c > 1)
     return EvidenceSummary(chain, n, ok, n - ok, len(prompts), dups, dict(statuses), first, last,
-                           (chain.header or {}).get("settings"))
+                           (chain.header or {}).get("settings"), custody.manifest)

@@ -18,6 +18,15 @@ Schema (``schema`` = ``"fingerprint-verify-report"``, ``schema_version`` = 1) â€
 ``skipped``               ``{count, records: [{file, line, reason}]}`` (first 1,000)
 ``failed_requests``       evidence records whose request failed (not read)
 ``notes``                 warnings, e.g. decoys failing, padded vocabulary
+``custody``               set by ``fingerprint verify`` (checked before scoring): ``{ok,
+                          accepted_broken_chain, public_keys, evidence: [{path, ok, chain
+                          (intact / broken / torn tail), records, head_sha256, problems:
+                          [{line, problem}], manifest: null or {path, sha256, ok, problem,
+                          public_key_sha256, trusted, checkpoints, signed_records,
+                          signed_head_sha256, final, first_signed_at, last_signed_at}}],
+                          unchained: [{path, reason}]}`` (see
+                          :mod:`fingerprint.collect.custody`); a broken chain scored with
+                          ``--accept-broken-chain`` also opens ``notes``
 ``version``, ``created_at``  tool version, UTC time of the run
 ========================  ===========================================================
 
@@ -37,23 +46,31 @@ verdict uses, set by how the evidence was gathered), ``verdict``, ``reason`` (a 
 level the key is tested at, ``target_effect``, ``items_needed`` to detect it, ``sufficient``),
 ``trajectory`` (``[{tokens_read, n_scored, log10_pvalue, decoy_low,
 decoy_median, decoy_high}]``), ``responses`` (``[{id, n_tokens, n_scored, statistic,
-log10_pvalue}]``, input order). Non-finite numbers are written as null.
+log10_pvalue}]``, input order; at most :data:`MAX_RESPONSES`, the most fingerprinted, with
+``responses_total`` the number of responses: ``verify --responses-out`` writes them all).
+Non-finite numbers are written as null.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..corpus import ExchangeSet
+from ..errors import InputError
 from ..version import __version__
 from ..verify import KeyResult, VerifyResult
 
-__all__ = ["build_report", "write_json", "write_text", "SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["build_report", "write_json", "write_text", "write_responses", "response_rows", "check_output_path",
+           "MAX_RESPONSES", "SCHEMA", "SCHEMA_VERSION"]
 
 SCHEMA = "fingerprint-verify-report"
 SCHEMA_VERSION = 1
@@ -111,12 +128,34 @@ def _key_result_dict(r: KeyResult, n_texts: int, n_tokens: int) -> dict[str, Any
                         "decoy_median": _num(p.decoy_median), "decoy_high": _num(p.decoy_high),
                         "anytime_log10_pvalue": _num(p.anytime_log10_pvalue)}
                        for p in r.trajectory],
-        "responses": [{"id": rid, "n_tokens": int(nt), "n_scored": int(ns), "statistic": float(st),
-                       "log10_pvalue": float(lp)}
-                      for rid, nt, ns, st, lp in zip(r.responses.ids, r.responses.n_tokens,
-                                                     r.responses.n_scored, r.responses.statistic,
-                                                     r.responses.log10_pvalue)],
+        "responses": response_rows(r, MAX_RESPONSES),
+        "responses_total": len(r.responses.ids),
     }
+
+
+#: Per-response rows a report holds per key (the most fingerprinted ones, in corpus order): a
+#: million tiny responses must not make a million-row report. The full list: ``write_responses``.
+MAX_RESPONSES = 1000
+
+
+def response_rows(r: KeyResult, limit: int | None = None) -> list[dict[str, Any]]:
+    """One key's per-response rows; with ``limit``, only the ``limit`` smallest p-values among
+    responses with scored items, kept in corpus order."""
+    rs = r.responses
+    idx = np.arange(len(rs.ids))
+    if limit is not None and idx.size > limit:
+        scored = idx[rs.n_scored > 0]
+        idx = np.sort(scored[np.argsort(rs.log10_pvalue[scored], kind="stable")[:limit]])
+    return [{"id": rs.ids[i], "n_tokens": int(rs.n_tokens[i]), "n_scored": int(rs.n_scored[i]),
+             "statistic": float(rs.statistic[i]), "log10_pvalue": float(rs.log10_pvalue[i])} for i in idx]
+
+
+def write_responses(result: VerifyResult, path: str | os.PathLike[str]) -> None:
+    """Every key's per-response rows as JSONL (``{"key_id", "id", "n_tokens", ...}`` per line),
+    written atomically."""
+    lines = [json.dumps({"key_id": r.key["key_id"], **row}, allow_nan=False)
+             for r in result.results for row in response_rows(r)]
+    write_text("\n".join(lines) + ("\n" if lines else ""), path)
 
 
 def _files(es: ExchangeSet | None) -> list[dict[str, Any]]:
@@ -157,16 +196,39 @@ def build_report(result: VerifyResult, *, suspect: ExchangeSet, tokenizer_path: 
     return doc
 
 
-def write_json(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write atomically (temp file + rename), so a crash never leaves half a report."""
+def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Refuse, before any work, an output path that cannot be written: its folder missing or
+    not writable, or the path a directory. Raises :class:`~fingerprint.errors.InputError`."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a directory")
+    if not parent.is_dir():
+        raise InputError(f"{what} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {path}: folder {parent} is not writable")
+    return path
+
+
+def write_json(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write atomically, so a crash never leaves half a report (see :func:`write_text`)."""
+    write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", path)
 
 
 def write_text(text: str, path: str | os.PathLike[str]) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically: a fresh temporary file (unpredictable name, created
+    exclusively, so a planted symlink is never followed) in the same folder, then a rename over
+    the target (which replaces a symlink at ``path`` rather than writing through it)."""
+    path = check_output_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

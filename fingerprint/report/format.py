@@ -6,7 +6,17 @@ import math
 from typing import Any
 
 __all__ = ["format_pvalue", "format_effect", "format_posterior", "methods_text", "top_responses",
-           "SUMMARY_HEADER", "summary_cells"]
+           "SUMMARY_HEADER", "summary_cells", "md_text"]
+
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]<>()#+-.!|~"})
+
+
+def md_text(value: object) -> str:
+    """Text from an input (a response id, a file path, a note) made inert in Markdown: every
+    Markdown metacharacter backslash-escaped, line breaks and other control characters shown
+    as spaces, so an id cannot open a heading, a table cell, a link or HTML in a CI job summary."""
+    text = "".join(" " if (ord(ch) < 32 or ord(ch) == 127) else ch for ch in str(value))
+    return text.translate(_MD_SPECIAL)
 
 
 def format_pvalue(log10_p: float) -> str:

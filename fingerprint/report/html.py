@@ -6,6 +6,7 @@ import html
 import math
 from typing import Any
 
+from .custody import custody_banner, custody_lines
 from .format import SUMMARY_HEADER, format_pvalue, methods_text, summary_cells, top_responses
 
 __all__ = ["render_html", "trajectory_svg"]
@@ -89,6 +90,8 @@ def render_html(doc: dict[str, Any]) -> str:
            f"<title>fingerprint verification: {e(doc['verdict'])}</title><style>{_CSS}</style></head><body>",
            "<h1>fingerprint verification</h1>",
            f"<div class='verdict {cls}'>Verdict: <b>{e(doc['verdict'])}</b> at alpha = {doc['alpha']:g}</div>",
+           *([f"<div class='verdict detected'><b>{e(custody_banner(doc) or '')}</b></div>"] if custody_banner(doc)
+             else []),
            "<ul>" + "".join(f"<li>key <code>{e(r['key_id'][:16])}</code>: <b>{e(r['verdict'])}</b>: "
                             f"{e(r['reason'])}</li>" for r in doc["results"]) + "</ul>",
            f"<p>Run {e(doc['created_at'])} with fingerprint {e(doc['version'])}."
@@ -121,6 +124,8 @@ def render_html(doc: dict[str, Any]) -> str:
     tok = doc["inputs"]["tokenizer"]
     out.append(f"<li>tokenizer <code>{e(tok['path'])}</code> (vocabulary {tok['vocab_size']:,}) sha256 "
                f"<code>{e(tok['sha256'])}</code></li></ul>")
+    if custody_lines(doc):
+        out.append("<h2>Chain of custody</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in custody_lines(doc)) + "</ul>")
     if doc["notes"]:
         out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in doc["notes"]) + "</ul>")
     out.append("<h2>Most fingerprinted responses (first key; for inspection, not a test)</h2>"

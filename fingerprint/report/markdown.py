@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import SUMMARY_HEADER, format_pvalue, methods_text, summary_cells, top_responses
+from .custody import custody_banner, custody_lines
+from .format import SUMMARY_HEADER, format_pvalue, md_text, methods_text, summary_cells, top_responses
 
 __all__ = ["render_markdown"]
 
@@ -14,7 +15,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# fingerprint verification: **{doc['verdict']}**", "",
              f"Run {doc['created_at']} with fingerprint {doc['version']}; alpha = {doc['alpha']:g}"
              + ("; p-values Holm-adjusted over keys" if doc["holm_applied"] else "") + ".", "",
-             *[f"- key `{r['key_id'][:16]}`: **{r['verdict']}**: {r['reason']}" for r in doc["results"]], "",
+             *([f"> **{md_text(custody_banner(doc))}**", ""] if custody_banner(doc) else []),
+             *[f"- key `{r['key_id'][:16]}`: **{r['verdict']}**: {md_text(r['reason'])}" for r in doc["results"]], "",
              "| " + " | ".join(SUMMARY_HEADER) + " |",
              "|" + "---|" * len(SUMMARY_HEADER)]
     for r in doc["results"]:
@@ -31,11 +33,13 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines.append(f"- window filter from served outputs: {doc['window_filter_windows']:,} windows")
     lines += ["", "## Inputs", ""]
     for f in doc["inputs"]["suspect"] + doc["inputs"]["served"]:
-        lines.append(f"- `{f['path']}` ({f['format']}, {f['records']:,} records) sha256 `{f['sha256']}`")
+        lines.append(f"- {md_text(f['path'])} ({f['format']}, {f['records']:,} records) sha256 `{f['sha256']}`")
     tok = doc["inputs"]["tokenizer"]
-    lines.append(f"- tokenizer `{tok['path']}` (vocabulary {tok['vocab_size']:,}) sha256 `{tok['sha256']}`")
+    lines.append(f"- tokenizer {md_text(tok['path'])} (vocabulary {tok['vocab_size']:,}) sha256 `{tok['sha256']}`")
+    if custody_lines(doc):
+        lines += ["", "## Chain of custody", ""] + [f"- {md_text(x)}" for x in custody_lines(doc)]
     if doc["notes"]:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
+        lines += ["", "## Notes", ""] + [f"- {md_text(n)}" for n in doc["notes"]]
     lines += ["", "## Evidence by tokens read (first key)", "", "| tokens read | tuples | p-value | decoys 5%-95% |",
               "|---|---|---|---|"]
     traj = doc["trajectory"]
@@ -47,6 +51,6 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines += ["", "## Most fingerprinted responses (first key; for inspection, not a test)", "",
               "| id | tokens | scored | p-value |", "|---|---|---|---|"]
     for x in top_responses(doc):
-        lines.append(f"| {x['id']} | {x['n_tokens']} | {x['n_scored']} | {format_pvalue(x['log10_pvalue'])} |")
+        lines.append(f"| {md_text(x['id'])} | {x['n_tokens']} | {x['n_scored']} | {format_pvalue(x['log10_pvalue'])} |")
     lines += ["", "## Method", ""] + [f"- {m}" for m in methods_text(doc)]
     return "\n".join(lines) + "\n"

@@ -32,7 +32,7 @@ from ..errors import InputError, ParameterError
 from ..keys import FingerprintKey
 from ..tokenize import load_tokenizer
 from ..verify import (Evidence, VerifyOptions, VerifyResult, key_vocab_notes, merge, placed_at, text_evidence,
-                      verify_evidence)
+                      tokenizer_fit_problem, verify_evidence)
 from ..windows import WindowFilter
 from .cluster import Engine, run_ordered, task_runner
 from .sources import Batch, Columns, Partition, expand_inputs, files_of, plan_partitions, read_partition
@@ -54,6 +54,7 @@ class PartitionEvidence:
     evidence: dict[int, Evidence]
     n_texts: int
     n_tokens: int
+    n_chars: int | None
     batch: Batch = field(repr=False, default_factory=lambda: Batch(Partition("", "records", -1)))
 
 
@@ -83,7 +84,8 @@ def partition_evidence(part: Partition, columns: Columns, tokenizer_path: str, t
                                  window_filter=None if window_filters is None else window_filters[h],
                                  text_ids=ids)
                 for h in widths}
-    return PartitionEvidence(part.number, evidence, len(ids), int(tokens.size), _strip(batch))
+    chars = sum(len(r) for r in batch.exchanges.responses) if batch.tokens is None else None
+    return PartitionEvidence(part.number, evidence, len(ids), int(tokens.size), chars, _strip(batch))
 
 
 @dataclass
@@ -148,7 +150,10 @@ def verify_partitions(inputs: Sequence[str], keys: Sequence[FingerprintKey], tok
     evidence = [merge(*[placed_at(pe.evidence[h], int(text_start[j]), int(token_start[j]))
                         for j, pe in enumerate(ordered)]) for h in widths]
     filter_size = None if window_filters is None else len(window_filters[widths[-1]])
+    chars = [pe.n_chars for pe in ordered]
+    problem = None if None in chars else tokenizer_fit_problem(sum(c for c in chars if c is not None),
+                                                               int(token_start[-1]))
     result = verify_evidence(evidence, keys, options=options, notes=notes, tokenizer_vocab_size=tokenizer.vocab_size,
-                             window_filter_size=filter_size, progress=progress,
+                             window_filter_size=filter_size, progress=progress, input_problem=problem,
                              decoy_runner=None if engine is None else task_runner(engine))
     return ScaledVerification(result, suspect, len(parts), options)

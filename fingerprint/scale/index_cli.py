@@ -54,6 +54,8 @@ def add_index_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="the key's vocabulary size (window ids depend on it); required unless --key gives it")
     b.add_argument("--key", metavar="K.json",
                    help="take V and the context width from this key file (the secret is not used)")
+    b.add_argument("--allow-insecure-key", action="store_true",
+                   help="load a key file that others can write (refused by default)")
     b.add_argument("--context-width", "-H", type=int, action="append", dest="widths", metavar="H",
                    help="a context width to index; repeat for several (default: the key's width, else "
                         f"{DEFAULT_WIDTH}; with --append, the index's widths)")
@@ -88,10 +90,10 @@ def run_index(args: argparse.Namespace) -> int:
     return _info(args)
 
 
-def _key_settings(path: str) -> tuple[int, int]:
+def _key_settings(path: str, allow_insecure: bool = False) -> tuple[int, int]:
     from ..keys import FingerprintKey
 
-    key = FingerprintKey.load(path)
+    key = FingerprintKey.load(path, allow_insecure=allow_insecure)
     return key.vocab_size, key.scheme_object().context_width
 
 
@@ -104,7 +106,7 @@ def _build(args: argparse.Namespace) -> int:
     progress: Callable[[str], None] | None = None if args.quiet else _say
     vocab, widths = args.vocab_size, args.widths
     if args.key:
-        key_vocab, key_width = _key_settings(args.key)
+        key_vocab, key_width = _key_settings(args.key, args.allow_insecure_key)
         if vocab is not None and vocab != key_vocab:
             raise ParameterError(f"--vocab-size {vocab} differs from the key's vocab_size {key_vocab} ({args.key})")
         vocab = key_vocab

@@ -34,6 +34,8 @@ __all__ = ["Columns", "Partition", "Batch", "expand_inputs", "plan_partitions", 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 #: The files a directory contributes (other files in it are ignored, and listed nowhere).
 TEXT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".txt") + PARQUET_SUFFIXES
+#: Files next to evidence that are not inputs: signed manifests and collector locks.
+SIDECAR_SUFFIXES = (".manifest.json", ".lock")
 
 
 @dataclass(frozen=True)
@@ -127,12 +129,14 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
             continue
         path = Path(p)
         if path.is_dir():
-            found = sorted(str(q) for q in path.rglob("*") if q.is_file() and q.suffix.lower() in TEXT_SUFFIXES)
+            found = sorted(str(q) for q in path.rglob("*") if q.is_file() and q.suffix.lower() in TEXT_SUFFIXES
+                           and not q.name.lower().endswith(SIDECAR_SUFFIXES))
             if not found:
                 raise InputError(f"{p}: directory holds no input file ({', '.join(TEXT_SUFFIXES)})")
             out.extend(found)
         elif any(ch in p for ch in "*?["):
-            found = sorted(q for q in glob.glob(p, recursive=True) if Path(q).is_file())
+            found = sorted(q for q in glob.glob(p, recursive=True)
+                           if Path(q).is_file() and not q.lower().endswith(SIDECAR_SUFFIXES))
             if not found:
                 raise InputError(f"{p}: matches no file")
             out.extend(found)

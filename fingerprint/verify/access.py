@@ -99,6 +99,10 @@ def logprob_evidence(exchanges: ExchangeSet, tokenizer, mapper: VocabMapper, h: 
             cands = lp[j][1]
             cid = mapper.ids([b for b, _ in cands])
             q = np.exp(np.array([x for _, x in cands], dtype=np.float64))
+            bad = ~np.isfinite(q)  # a NaN logprob (stored by collect as "NaN") carries no probability
+            if bad.any():
+                counts["nonfinite_logprobs"] = counts.get("nonfinite_logprobs", 0) + int(bad.sum())
+                q[bad] = 0.0
             good = cid >= 0
             counts["unmapped_candidates"] += int((~good).sum())
             for v, qq in zip(cid[good], q[good]):
@@ -132,7 +136,14 @@ def logprob_evidence(exchanges: ExchangeSet, tokenizer, mapper: VocabMapper, h: 
     pos_k, w_k = pos[keep], weights[keep]
     starts = np.flatnonzero(np.concatenate(([True], pos_k[1:] != pos_k[:-1])))
     norms = np.sqrt(np.add.reduceat(w_k * w_k, starts)) if w_k.size else np.zeros(0)
-    w_k = w_k / np.repeat(norms, np.diff(np.concatenate((starts, [w_k.size]))))
+    per_item = np.repeat(norms, np.diff(np.concatenate((starts, [w_k.size]))))
+    # a window whose candidates all have probability 0 (-Infinity logprobs, underflow) says nothing
+    massless = np.flatnonzero(keep)[per_item == 0]
+    counts["zero_mass_window_items"] = int(massless.size)
+    if massless.size:
+        keep[massless] = False
+        pos_k, w_k, per_item = pos[keep], weights[keep], per_item[per_item > 0]
+    w_k = w_k / per_item
     return _evidence("logprobs", h, vocab, windows[keep], tokens[keep], row_ids(windows[keep]), pos_k, text[keep],
                      w_k, read, counts, exchanges, text_tokens)
 

@@ -12,7 +12,25 @@ from ..stats import holm
 from .result import (VERDICT_DETECTED, VERDICT_INCONCLUSIVE, VERDICT_INSUFFICIENT, VERDICT_NOT_DETECTED,
                      DecoySummary, Sufficiency)
 
-__all__ = ["adjust", "verdict_of", "mde_log10_alpha"]
+__all__ = ["adjust", "verdict_of", "mde_log10_alpha", "tokenizer_fit_problem", "TOKENS_PER_CHAR"]
+
+#: The tokens per character a tokenizer that fits its texts gives: English BPE about 0.2-0.3,
+#: character-level and CJK text up to about 1.5. Far outside, the texts were tokenized with a
+#: tokenizer other than the model's (one token per response, or one per byte).
+TOKENS_PER_CHAR = (0.05, 2.0)
+
+
+def tokenizer_fit_problem(n_chars: int, n_tokens: int) -> str | None:
+    """A sentence when ``n_tokens`` tokens for ``n_chars`` characters of response text are
+    outside :data:`TOKENS_PER_CHAR` (with at least 1,000 characters to judge by), else None."""
+    if n_chars < 1000:
+        return None
+    rate = n_tokens / n_chars
+    lo, hi = TOKENS_PER_CHAR
+    if lo <= rate <= hi:
+        return None
+    return (f"the tokenizer does not fit the texts: {rate:.3g} tokens per character (expected {lo:g} to {hi:g}); "
+            f"is it the fingerprinted model's tokenizer?")
 
 
 def adjust(log10_pvalues: Sequence[float]) -> tuple[np.ndarray, bool]:
@@ -35,12 +53,16 @@ def _fmt_effect(x: float) -> str:
 
 
 def verdict_of(adjusted_log10_pvalue: float, alpha: float, decoys: DecoySummary | None,
-               sufficiency: Sufficiency, *, n_items: int, item_name: str = "tuples") -> tuple[str, str]:
+               sufficiency: Sufficiency, *, n_items: int, item_name: str = "tuples",
+               input_problem: str | None = None) -> tuple[str, str]:
     """The verdict of one key and a sentence giving the reason.
 
     * ``inconclusive`` when the decoys' p-values are not uniform (the theoretical null may not
       hold for this input, so neither a finding nor its absence is trusted);
     * ``detected`` when the (Holm-adjusted) p-value is at most alpha;
+    * ``inconclusive`` when it is not and ``input_problem`` names a reason the input could not
+      show the fingerprint (e.g. a tokenizer that does not fit the texts): a detection stays
+      valid whatever the tokenization, an absence of one does not mean anything then;
     * ``insufficient data`` when it is not, and the data could not have detected an effect as
       large as the one the verdict is about (``sufficiency.target_effect``);
     * ``not detected`` otherwise.
@@ -52,6 +74,8 @@ def verdict_of(adjusted_log10_pvalue: float, alpha: float, decoys: DecoySummary 
                                       f"tokenizer mismatch?)")
     if adjusted_log10_pvalue <= log10_alpha:
         return VERDICT_DETECTED, f"p-value at or below alpha = {alpha:g}"
+    if input_problem:
+        return VERDICT_INCONCLUSIVE, f"p-value above alpha = {alpha:g}, but {input_problem}"
     if not sufficiency.sufficient:
         need = sufficiency.items_needed
         need_s = f"about {need:,.0f}" if math.isfinite(need) else "many more"

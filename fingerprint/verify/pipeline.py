@@ -34,12 +34,12 @@ from ..schemes import Scheme
 from ..stats import NullModel, TestResult, posterior_probability
 from ..stats.sequential import anytime_log10_pvalues
 from ..windows import WindowFilter
-from .decision import adjust, mde_log10_alpha, verdict_of
+from .decision import adjust, mde_log10_alpha, tokenizer_fit_problem, verdict_of
 from .evidence import Evidence, ItemCounts, text_evidence
 from .result import (BayesSummary, DecoySummary, KeyResult, ResponseScores, Sufficiency, TrajectoryPoint,
                      VerifyOptions, VerifyResult)
 
-__all__ = ["verify", "verify_evidence", "verify_exchanges", "key_vocab_notes", "decoy_rows", "decoy_segment_sums", "TaskRunner", "Progress"]
+__all__ = ["verify", "verify_evidence", "verify_exchanges", "key_vocab_notes", "tokenizer_fit_problem", "decoy_rows", "decoy_segment_sums", "TaskRunner", "Progress"]
 
 Progress = Callable[[str], None]
 
@@ -328,12 +328,15 @@ def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_key
 def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKey | Sequence[FingerprintKey], *,
                     options: VerifyOptions = VerifyOptions(), notes: Sequence[str] = (),
                     tokenizer_vocab_size: int | None = None, window_filter_size: int | None = None,
-                    progress: Progress | None = None, decoy_runner: TaskRunner | None = None) -> VerifyResult:
+                    progress: Progress | None = None, decoy_runner: TaskRunner | None = None,
+                    input_problem: str | None = None) -> VerifyResult:
     """Test evidence (one object per context width the keys use) for each key's fingerprint.
 
     This is the pipeline's core: everything that builds evidence (token arrays, exchanges in
     every access mode, merged shards) ends here. ``decoy_runner`` runs the decoy keys' tasks
     elsewhere (e.g. on a Dask cluster's workers); the result is the same either way.
+    ``input_problem``: a reason the input could not show a fingerprint (see
+    :func:`.decision.tokenizer_fit_problem`): a verdict other than detected is then inconclusive.
     """
     options.validate()
     say = progress or _quiet
@@ -362,7 +365,8 @@ def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKe
     results = []
     for raw, adj in zip(raws, adjusted):
         verdict, reason = verdict_of(float(adj), options.alpha, raw["decoys"], raw["sufficiency"],
-                                     n_items=raw["counts"].scored, item_name=_ITEM_NAME[options.mode])
+                                     n_items=raw["counts"].scored, item_name=_ITEM_NAME[options.mode],
+                                     input_problem=input_problem)
         if verdict != "detected" and verdict != "not detected":
             out_notes.append(f"key {raw['key']['key_id']}: {verdict}: {reason}")
         results.append(KeyResult(key=raw["key"], mode=options.mode, test=raw["test"], holm_log10_pvalue=float(adj),
@@ -405,7 +409,8 @@ def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None
            prompt_tokens: np.ndarray | Sequence[np.ndarray] | None = None, prompt_offsets: np.ndarray | None = None,
            served_tokens: np.ndarray | Sequence[np.ndarray] | None = None, served_offsets: np.ndarray | None = None,
            text_ids: Sequence[str] | None = None, options: VerifyOptions = VerifyOptions(),
-           window_filters: dict[int, WindowFilter] | None = None, progress: Progress | None = None) -> VerifyResult:
+           window_filters: dict[int, WindowFilter] | None = None, input_problem: str | None = None,
+           progress: Progress | None = None) -> VerifyResult:
     """Verify a suspect's token ids against one or more keys (text mode).
 
     Parameters
@@ -463,7 +468,7 @@ def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None
                                     prompt_offsets=None if prompt_offsets is None else np.asarray(prompt_offsets),
                                     window_filter=wf, text_ids=None if text_ids is None else list(text_ids))
     return verify_evidence(list(evidence.values()), key_list, options=options, window_filter_size=filter_size,
-                           progress=say)
+                           progress=say, input_problem=input_problem)
 
 
 def key_vocab_notes(tokenizer, keys: Sequence[FingerprintKey]) -> list[str]:
@@ -518,10 +523,11 @@ def verify_exchanges(exchanges: ExchangeSet, tokenizer, keys: FingerprintKey | S
         if not served.exchanges:
             raise InputError("the served-outputs input holds no responses")
         served_tokens, served_offsets = tokenizer.encode_batch(served.responses)
+    problem = tokenizer_fit_problem(sum(len(r) for r in exchanges.responses), int(tokens.size))
     result = verify(tokens, offsets, keys=key_list, prompt_tokens=p_tokens, prompt_offsets=p_offsets,
                     served_tokens=served_tokens, served_offsets=served_offsets,
                     text_ids=[e.id for e in exchanges.exchanges], options=options, window_filters=window_filters,
-                    progress=say)
+                    input_problem=problem, progress=say)
     result.notes[:0] = notes
     result.tokenizer_vocab_size = vocab
     return result
