@@ -894,7 +894,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         print("fingerprint: error: out of memory (split the input, or use verify --dask)", file=sys.stderr)
         return EXIT_INTERNAL
-    except Exception as exc:  # a bug: one line, never a bare traceback unless asked for
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # a bug (also a Rust panic in a tokenizer): one line, unless asked for more
         if getattr(args, "debug", False):
             import traceback
 

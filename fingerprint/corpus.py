@@ -32,7 +32,7 @@ from .apiformat import ResponseError, TokenLogprobs, content_text, record_choice
 from .errors import InputError
 
 __all__ = ["Exchange", "TokenLogprobs", "InputFile", "SkippedRecord", "ExchangeSet", "read_exchanges", "sha256_file",
-           "messages_text", "evidence_record_exchanges",
+           "messages_text", "evidence_record_exchanges", "MAX_TEXT_CHARS",
            "RecordError"]
 
 
@@ -105,6 +105,10 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 #: A bad record; the reader adds file and line (one class with the response validator's error).
 _RecordError = ResponseError
+
+#: The longest prompt or response read (characters): a model's answer is at most a few hundred
+#: thousand characters, and one 50 MB line would take gigabytes to tokenize.
+MAX_TEXT_CHARS = 2_000_000
 
 #: Raised by :func:`messages_text` for a malformed messages list (callers add file and line).
 RecordError = _RecordError
@@ -226,6 +230,13 @@ def read_exchanges(paths: Sequence[str | os.PathLike[str]], *, skip_invalid: boo
                 result.skipped.append(SkippedRecord(str(path), 0, "empty text file"))
                 result.files.append(InputFile(str(path), digest, "text", 0))
                 continue
+            if len(text) > MAX_TEXT_CHARS:
+                problem = f"{path}: a text of {len(text):,} characters exceeds the limit of {MAX_TEXT_CHARS:,}"
+                if not skip_invalid:
+                    raise InputError(problem)
+                result.skipped.append(SkippedRecord(str(path), 0, problem))
+                result.files.append(InputFile(str(path), digest, "text", 0))
+                continue
             result.exchanges.append(Exchange(path.name, "", text, str(path)))
             result.files.append(InputFile(str(path), digest, "text", 1))
             continue
@@ -264,6 +275,12 @@ def read_exchanges(paths: Sequence[str | os.PathLike[str]], *, skip_invalid: boo
                 else:
                     formats.add("exchanges")
                     records = _exchange_records(obj, require_prompt=require_prompt)
+                for _rid, prompt_text, response_text, _lp, _plp in records:
+                    longest = max(len(prompt_text), len(response_text))
+                    if longest > MAX_TEXT_CHARS:
+                        raise _RecordError(f"a text of {longest:,} characters exceeds the limit of "
+                                           f"{MAX_TEXT_CHARS:,} (tokenizing it would take gigabytes; no model "
+                                           f"answers at that length)")
             except _RecordError as exc:
                 if not skip_invalid:
                     raise InputError(f"{path} line {lineno}: {exc}") from None

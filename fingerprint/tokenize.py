@@ -102,6 +102,10 @@ class TiktokenTokenizer:
             raise InputError(f"{path}: cannot read tokenizer: {exc.strerror}") from None
         if not ranks:
             raise InputError(f"{path}: tiktoken rank file is empty")
+        missing = [b for b in range(256) if bytes([b]) not in ranks]
+        if missing:  # byte-level BPE needs every single byte as a token, or encoding some texts fails
+            raise InputError(f"{path}: not a complete tiktoken rank file: {len(missing)} of the 256 single-byte base "
+                             f"tokens are missing (first: byte 0x{missing[0]:02x})")
         self._enc = tiktoken.Encoding(name=Path(path).stem, pat_str=pattern, mergeable_ranks=ranks,
                                       special_tokens={})
         self._vocab_size = max(ranks.values()) + 1

@@ -132,3 +132,26 @@ def test_a_tokenizer_that_does_not_fit_makes_the_verdict_inconclusive(case, teac
                  str(tmp_path / "whole.json"), "--decoys", "0", "--quiet", "--json", str(tmp_path / "r.json")]) == 0
     r = json.loads((tmp_path / "r.json").read_text())["results"][0]
     assert r["verdict"] == "inconclusive" and "tokenizer does not fit" in r["reason"]
+
+
+def test_inputs_that_used_to_crash_exit_2_naming_the_problem(case, teacher, tmp_path, capsys):
+    """The audit's crashing inputs: each now exits 2 with a message naming the file or option."""
+    d, _ = case
+    (tmp_path / "nested.jsonl").write_text('{"id": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    (tmp_path / "long.jsonl").write_text(json.dumps({"id": "x", "prompt": "", "response": "word " * 500_000}) + "\n")
+    (tmp_path / "nobase.tiktoken").write_text("YQ== 0\nYWI= 1\n")  # "a", "ab": no single-byte base tokens
+    (tmp_path / "torn.jsonl").write_text('{"type":"header","prev_sha256":"00')  # only a torn header
+    base = ["verify", "--key", str(d / "key.json"), "--quiet"]
+    tok = ["--tokenizer", teacher.tokenizer.source]
+    cases = [
+        ([str(tmp_path / "nested.jsonl"), *tok], "nested too deeply"),
+        ([str(tmp_path / "long.jsonl"), *tok], "exceeds the limit"),
+        ([str(d / "in.jsonl"), *tok, "--decoy-seed", "-5"], "decoy seed"),
+        ([str(d / "in.jsonl"), *tok, "--decoys", str(10 ** 12)], "number of decoys"),
+        ([str(d / "in.jsonl"), "--tokenizer", str(tmp_path / "nobase.tiktoken")], "base tokens are missing"),
+        ([str(tmp_path / "torn.jsonl"), *tok], "torn tail"),
+    ]
+    for argv, expected in cases:
+        assert main([*base[:1], *argv, *base[1:]]) == EXIT_BAD_INPUT, argv
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err, (argv, err)

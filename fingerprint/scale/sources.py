@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..corpus import Exchange, ExchangeSet, InputFile, RecordError, SkippedRecord, messages_text, read_exchanges
+from ..corpus import MAX_TEXT_CHARS, Exchange, ExchangeSet, InputFile, RecordError, SkippedRecord, messages_text, read_exchanges
 from ..errors import InputError, ParameterError
 
 __all__ = ["Columns", "Partition", "Batch", "expand_inputs", "plan_partitions", "read_partition", "read_corpus",
@@ -255,6 +255,8 @@ def _read_parquet(part: Partition, columns: Columns, *, skip_invalid: bool, requ
                                  f"{'null' if resp is None else type(resp).__name__}")
             if not resp.strip():
                 raise ValueError(f"column {columns.response!r} is empty")
+            if len(resp) > MAX_TEXT_CHARS:
+                raise ValueError(f"a text of {len(resp):,} characters exceeds the limit of {MAX_TEXT_CHARS:,}")
             if prm is None:
                 if require_prompt:
                     raise ValueError(f"column {columns.messages or columns.prompt!r} is null")

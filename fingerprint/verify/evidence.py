@@ -211,17 +211,26 @@ def merge(*shards: Evidence) -> Evidence:
         return first
     # items and texts in global order, whatever order and grouping the shards came in
     pos = np.concatenate([s.positions for s in shards])
-    in_order = bool((pos[1:] >= pos[:-1]).all()) if pos.size > 1 else True  # shards given in corpus order
-    order = np.arange(pos.size) if in_order else np.argsort(pos, kind="stable")
-    pos = pos[order]
-    per_shard = np.concatenate([_distinct_sorted(s.positions) for s in shards])
-    if _has_repeats(per_shard):
-        raise ParameterError("shards overlap: some token position is in more than one of them")
-    blocks = np.concatenate([s.blocks for s in shards])[order]
-    ids = np.concatenate([s.dedup_ids for s in shards])[order]
-    text = np.concatenate([s.text_index for s in shards])[order]
-    weights = None if first.weights is None else np.concatenate(
-        [s.weights for s in shards if s.weights is not None])[order]
+    filled = [s for s in shards if len(s)]
+    # shards given in corpus order (the usual case): positions rise across every shard boundary,
+    # so no position is in two shards and no reordering is needed
+    in_order = all(a.positions[-1] < b.positions[0] for a, b in zip(filled[:-1], filled[1:]))
+    if not in_order:
+        per_shard = np.concatenate([_distinct_sorted(s.positions) for s in shards])
+        if _has_repeats(per_shard):
+            raise ParameterError("shards overlap: some token position is in more than one of them")
+
+    def gathered(parts: list[np.ndarray]) -> np.ndarray:
+        out = np.concatenate(parts)
+        return out if in_order else out[order]
+
+    order = None if in_order else np.argsort(pos, kind="stable")
+    if order is not None:
+        pos = pos[order]
+    blocks = gathered([s.blocks for s in shards])
+    ids = gathered([s.dedup_ids for s in shards])
+    text = gathered([s.text_index for s in shards])
+    weights = None if first.weights is None else gathered([s.weights for s in shards if s.weights is not None])
     keep = keep_first_positions(ids, pos)
     dropped: dict[str, int] = {}
     for s in shards:

@@ -205,13 +205,15 @@ def _decoy_rows_by_segments(key: FingerprintKey, ev: Evidence, main: _Scored, ma
     bounds = bounds[bounds < n]  # segment starts, strictly increasing, none empty
     cuts = np.unique(np.searchsorted(bounds, np.arange(0, n, DECOY_SLICE_ITEMS)))  # slices of whole segments
     slice_seg = np.append(cuts, bounds.size)
+    slices = []  # one view per slice, shared by its tasks (a cluster receives each slice once)
+    for s0, s1 in zip(slice_seg[:-1], slice_seg[1:]):
+        lo, hi = int(bounds[s0]), int(bounds[s1]) if s1 < bounds.size else n
+        slices.append((s0, ev.blocks[lo:hi], None if ev.weights is None else ev.weights[lo:hi], bounds[s0:s1] - lo))
+    spec = key.decoy_spec()
     tasks, shape = [], []
-    for a in range(0, k, DECOY_CHUNK):
-        idx = list(range(a, min(k, a + DECOY_CHUNK)))
-        for s0, s1 in zip(slice_seg[:-1], slice_seg[1:]):
-            lo, hi = int(bounds[s0]), int(bounds[s1]) if s1 < bounds.size else n
-            tasks.append((ev.blocks[lo:hi], None if ev.weights is None else ev.weights[lo:hi], key.decoy_spec(),
-                          options.decoy_seed, idx, bounds[s0:s1] - lo))
+    for s0, blocks, weights, starts in slices:
+        for a in range(0, k, DECOY_CHUNK):
+            tasks.append((blocks, weights, spec, options.decoy_seed, list(range(a, min(k, a + DECOY_CHUNK))), starts))
             shape.append((a, s0))
     say(f"decoys: {k} keys x {len(slice_seg) - 1} slice(s) of the items, {len(tasks)} task(s)")
     sums = np.zeros((k, bounds.size))
