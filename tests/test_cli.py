@@ -44,7 +44,9 @@ def test_roundtrip_command_runs(teacher):
     assert {s for s, _ in rows} == {"greenlist", "gumbel", "tournament"}
     for scheme in ("greenlist", "gumbel", "tournament"):
         scored, p_marked = rows[(scheme, "fingerprinted")]
-        assert scored > 40 and p_marked < 1e-20, (scheme, rows)
+        # fresh keys and samples each run (OS CSPRNG in the subprocess): 1e-10 leaves a wide margin
+        # (greenlist at about 150 tuples gives 1e-14 to 1e-25), the bound the README's round trip states
+        assert scored > 40 and p_marked < 1e-10, (scheme, rows)
         assert rows[(scheme, "plain")][1] > 1e-5, (scheme, rows)
 
 
