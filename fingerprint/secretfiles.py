@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .errors import InsecureFileWarning, KeyFileError
 
-__all__ = ["read_secret_file", "write_file_atomic", "INSECURE_FLAG"]
+__all__ = ["read_secret_file", "write_file_atomic", "fsync_dir", "INSECURE_FLAG"]
 
 #: The command-line flag that lets a group/world-writable secret file load (named in errors).
 INSECURE_FLAG = "--allow-insecure-key"
@@ -113,7 +113,7 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 
                     raise
                 _write_exclusive(path, data, mode, what, error)  # a file system without hard links
             os.unlink(tmp)
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -134,7 +134,8 @@ def _write_exclusive(path: Path, data: bytes, mode: int, what: str, error: type[
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable (fsync of the directory; best effort)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:

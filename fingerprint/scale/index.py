@@ -51,6 +51,7 @@ import numpy as np
 from ..corpus import sha256_file
 from ..errors import InputError, ParameterError
 from ..prf import MAX_CONTEXT_WIDTH
+from ..secretfiles import fsync_dir
 from ..tokenize import load_tokenizer
 from ..windows import WindowFilter, is_member, tuple_table
 from .cluster import Engine, run_ordered
@@ -525,12 +526,7 @@ def _write_manifest(root: Path, doc: dict[str, Any]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, root / MANIFEST)
-    with contextlib.suppress(OSError):
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_dir(root)
 
 
 def _check_widths(widths: Sequence[int]) -> tuple[int, ...]:
