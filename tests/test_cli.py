@@ -66,5 +66,8 @@ def test_demo_detects_the_student_and_clears_the_control(teacher, tmp_path):
     assert control["log10_pvalue"] > -3 and control["verdict"] == "not detected"
     assert student["decoys"]["passed"] and control["decoys"]["passed"]
     assert student["inputs"]["suspect"][0]["format"] == "evidence"
+    custody = student["custody"]  # the demo signs its evidence with an investigator key and checks it
+    assert custody["ok"] and custody["evidence"][0]["manifest"]["trusted"], custody
+    assert (tmp_path / "demo" / "evidence-student.jsonl.manifest.json").is_file()
     assert stat.S_IMODE(os.stat(tmp_path / "demo" / "key.json").st_mode) == 0o600
     print(f"demo took {elapsed:.0f}s")

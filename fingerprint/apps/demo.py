@@ -23,6 +23,8 @@ from typing import Callable
 import numpy as np
 
 from ..collect.client import ClientLimits, CollectSettings, PromptRecord, collect
+from ..collect.custody import EvidenceSigner, check_inputs, generate_signing_key, load_public_key, public_key_path
+from ..collect.evidence import manifest_path
 from ..corpus import read_exchanges, sha256_file
 from ..errors import KeyFileError
 from ..keys import FingerprintKey
@@ -122,22 +124,31 @@ def run_demo(out: str | Path = "fingerprint-demo", *, corpus: list[str] | None =
             fh.write(json.dumps({"id": p.id, "messages": p.messages}) + "\n")
 
     served_set = read_exchanges([out / "served.jsonl"], require_prompt=False)
+    investigator = out / "investigator.key"  # signs the evidence's checkpoints (chain of custody)
+    if not investigator.exists():
+        generate_signing_key(investigator)
+    public = load_public_key(public_key_path(investigator))
     rows = []
     for name, model, r in (("student", student, reached), ("control", control, 0.0)):
         evidence = out / f"evidence-{name}.jsonl"
-        if evidence.exists():
-            evidence.unlink()
+        for stale in (evidence, manifest_path(evidence)):
+            if stale.exists():
+                stale.unlink()
         with serve(ServedModel(model, teacher.tokenizer, name=f"suspect-{name}")) as srv:
             say(f"{name}: serving on {srv.url}; collecting {n_queries} x {query_tokens} tokens over HTTP")
             settings = CollectSettings(base_url=srv.url, model=f"suspect-{name}",
                                        sampling={"max_tokens": query_tokens, "temperature": 1.0})
-            asyncio.run(collect(prompt_records, settings, evidence, limits=ClientLimits(concurrency=8)))
+            asyncio.run(collect(prompt_records, settings, evidence, limits=ClientLimits(concurrency=8),
+                                signer=EvidenceSigner.from_file(investigator)))
         say(f"{name}: verifying with {decoys} decoy keys")
         suspect_set = read_exchanges([evidence])
         opts = VerifyOptions(alpha=alpha, n_decoys=decoys, decoy_seed=seed)
         res = verify_exchanges(suspect_set, teacher.tokenizer, [key], options=opts)
         sup = verify_exchanges(suspect_set, teacher.tokenizer, [key], options=opts, served=served_set)
+        custody = check_inputs([str(evidence)], public_keys=[public])  # signed by the investigator, intact
         doc = build_report(res, suspect=suspect_set, tokenizer_path=tok_path, tokenizer_sha256=sha256_file(tok_path))
+        doc["custody"] = custody.to_dict()
+        doc["notes"][:0] = custody.notes()
         rj, rh = out / f"report-{name}.json", out / f"report-{name}.html"
         write_json(doc, rj)
         write_text(render_markdown(doc), out / f"report-{name}.md")
