@@ -14,7 +14,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import shlex
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +34,15 @@ from ..errors import KeyFileError
 from ..keys import FingerprintKey
 from ..report import build_report, render_html, render_markdown, write_json, write_text
 from ..sim.distill import FingerprintedData, corpus_prompts, distill_student, fingerprinted_responses
-from ..sim.server import ServedModel, serve
+from ..sim.server import ServedModel, serve_in_process
 from ..sim.teacher import build_teacher
 from ..verify import KeyResult, VerifyOptions, verify_exchanges
 
-__all__ = ["DemoRow", "run_demo"]
+__all__ = ["DemoRow", "run_demo", "demo_key", "GENERATION_PARTS"]
+
+#: The teacher's answers are generated in this many slices, one process each where the platform
+#: forks: fixed, so that the output does not depend on the machine's core count.
+GENERATION_PARTS = 2
 
 
 @dataclass(frozen=True)
@@ -49,19 +57,25 @@ class DemoRow:
     tokens_collected: int
 
 
-def _load_or_make_key(out: Path, vocab_size: int) -> FingerprintKey:
+def demo_key(vocab_size: int, seed: int) -> FingerprintKey:
+    """The demo's key, derived from its seed so that a run reproduces every number.
+
+    A demo key is public by construction (anyone with the seed has it); real keys come from
+    ``fingerprint keygen`` (the operating system's randomness)."""
+    secret = hashlib.sha256(f"fingerprint demo key, seed {seed}".encode()).digest()
+    return FingerprintKey(secret, "greenlist", {"context_width": 2, "gamma": 0.25, "delta": 3.0}, vocab_size)
+
+
+def _write_key(out: Path, key: FingerprintKey) -> None:
     path = out / "key.json"
     if path.exists():
         try:
-            key = FingerprintKey.load(path)
-            if key.vocab_size == vocab_size and key.scheme == "greenlist":
-                return key
+            if FingerprintKey.load(path).key_id == key.key_id:
+                return
         except KeyFileError:
             pass
         path.unlink()
-    key = FingerprintKey.generate("greenlist", vocab_size=vocab_size, context_width=2, gamma=0.25, delta=3.0)
     key.save(path)
-    return key
 
 
 def _served_outputs(out: Path, teacher, key: FingerprintKey, n_tokens: int, seed: int,
@@ -78,7 +92,8 @@ def _served_outputs(out: Path, teacher, key: FingerprintKey, n_tokens: int, seed
         say(f"reusing the teacher's {sum(r.size for r in responses):,} fingerprinted tokens ({path})")
         return FingerprintedData(prompts, responses)
     say(f"teacher answers distillation queries through the fingerprint: {n_tokens:,} tokens")
-    data = fingerprinted_responses(teacher, key.scheme_object(), n_tokens, rng=np.random.default_rng(seed))
+    data = fingerprinted_responses(teacher, key.scheme_object(), n_tokens, rng=np.random.default_rng(seed),
+                                   parts=GENERATION_PARTS)
     dec = teacher.tokenizer.decode
     with open(path, "w", encoding="utf-8") as fh:
         for i, (p, r) in enumerate(zip(data.prompts, data.responses)):
@@ -91,16 +106,23 @@ def _served_outputs(out: Path, teacher, key: FingerprintKey, n_tokens: int, seed
 def run_demo(out: str | Path = "fingerprint-demo", *, corpus: list[str] | None = None, rho: float = 0.10,
              clean_fraction: float = 0.5, n_queries: int = 200, query_tokens: int = 100, decoys: int = 100,
              alpha: float = 1e-6, seed: int = 0, progress: Callable[[str], None] | None = None) -> list[DemoRow]:
-    """Run the investigation; artifacts go to ``out``. Returns one row per suspect."""
+    """Run the investigation; artifacts go to ``out``. Returns one row per suspect.
+
+    Every number depends only on the arguments: the key derives from ``seed``, the teacher's
+    answers come from ``seed`` in :data:`GENERATION_PARTS` slices, and the suspects' servers
+    seed each answer from ``seed`` and the prompt."""
     say = progress or (lambda _m: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     say("teacher: BPE tokenizer + trigram model on packaged English text (cached)")
     teacher = build_teacher(corpus)
-    tok_path = teacher.tokenizer.source
-    key = _load_or_make_key(out, teacher.vocab_size)
-    say(f"key {key.key_id[:12]}: greenlist h=2 gamma=0.25 delta=3 ({out / 'key.json'}, mode 0600)")
+    tok_path = out / "tokenizer.json"  # the folder holds everything a re-verification needs
+    shutil.copyfile(teacher.tokenizer.source, tok_path)
+    key = demo_key(teacher.vocab_size, seed)
+    _write_key(out, key)
+    say(f"key {key.key_id[:12]}: greenlist h=2 gamma=0.25 delta=3, derived from --seed {seed} "
+        f"({out / 'key.json'}, mode 0600; real keys come from `fingerprint keygen`)")
 
     rng = np.random.default_rng(seed)
     n_par = teacher.offsets.size - 1
@@ -114,6 +136,9 @@ def run_demo(out: str | Path = "fingerprint-demo", *, corpus: list[str] | None =
     say(f"distilling: student at rho = {rho:.0%} and control at rho = 0 (trigram students)")
     student, reached = distill_student(clean_tokens, clean_offsets, data, rho, vocab_size=teacher.vocab_size)
     control, _ = distill_student(clean_tokens, clean_offsets, data, 0.0, vocab_size=teacher.vocab_size)
+    suspects = (("student", student, reached), ("control", control, 0.0))
+    for name, model, _r in suspects:
+        model.save(out / f"{name}.npz")  # `fingerprint serve --model` serves it again (NEXT.md)
 
     queries, _ = corpus_prompts(teacher, n_queries, length=12, rng=np.random.default_rng(seed + 1))
     prompts_path = out / "queries.jsonl"
@@ -128,31 +153,104 @@ def run_demo(out: str | Path = "fingerprint-demo", *, corpus: list[str] | None =
     if not investigator.exists():
         generate_signing_key(investigator)
     public = load_public_key(public_key_path(investigator))
-    rows = []
-    for name, model, r in (("student", student, reached), ("control", control, 0.0)):
-        evidence = out / f"evidence-{name}.jsonl"
-        for stale in (evidence, manifest_path(evidence)):
+    evidence = {name: out / f"evidence-{name}.jsonl" for name, _m, _r in suspects}
+    for path in evidence.values():
+        for stale in (path, manifest_path(path)):
             if stale.exists():
                 stale.unlink()
-        with serve(ServedModel(model, teacher.tokenizer, name=f"suspect-{name}")) as srv:
-            say(f"{name}: serving on {srv.url}; collecting {n_queries} x {query_tokens} tokens over HTTP")
-            settings = CollectSettings(base_url=srv.url, model=f"suspect-{name}",
-                                       sampling={"max_tokens": query_tokens, "temperature": 1.0})
-            asyncio.run(collect(prompt_records, settings, evidence, limits=ClientLimits(concurrency=8),
-                                signer=EvidenceSigner.from_file(investigator)))
-        say(f"{name}: verifying with {decoys} decoy keys")
-        suspect_set = read_exchanges([evidence])
+    say(f"serving both suspects on 127.0.0.1 (one process each); collecting {n_queries} x {query_tokens} "
+        f"tokens from each over HTTP")
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(serve_in_process(ServedModel(model, teacher.tokenizer,
+                                                                       name=f"suspect-{name}")))
+                for name, model, _r in suspects}
+
+        async def collect_all() -> None:
+            await asyncio.gather(*(
+                collect(prompt_records, _collect_settings(urls[name], f"suspect-{name}", query_tokens, seed),
+                        evidence[name], limits=ClientLimits(concurrency=8),
+                        signer=EvidenceSigner.from_file(investigator))
+                for name, _m, _r in suspects))
+
+        asyncio.run(collect_all())
+    rows = []
+    for name, model, r in suspects:
+        say(f"{name}: verifying with {decoys} decoy keys, text only and on served windows")
+        suspect_set = read_exchanges([evidence[name]])
         opts = VerifyOptions(alpha=alpha, n_decoys=decoys, decoy_seed=seed)
         res = verify_exchanges(suspect_set, teacher.tokenizer, [key], options=opts)
         sup = verify_exchanges(suspect_set, teacher.tokenizer, [key], options=opts, served=served_set)
-        custody = check_inputs([str(evidence)], public_keys=[public])  # signed by the investigator, intact
-        doc = build_report(res, suspect=suspect_set, tokenizer_path=tok_path, tokenizer_sha256=sha256_file(tok_path))
+        custody = check_inputs([str(evidence[name])], public_keys=[public])  # signed by the investigator, intact
+        doc = build_report(res, suspect=suspect_set, tokenizer_path=str(tok_path),
+                           tokenizer_sha256=sha256_file(tok_path))
         doc["custody"] = custody.to_dict()
         doc["notes"][:0] = custody.notes()
         rj, rh = out / f"report-{name}.json", out / f"report-{name}.html"
         write_json(doc, rj)
         write_text(render_markdown(doc), out / f"report-{name}.md")
         write_text(render_html(doc), rh)
-        rows.append(DemoRow(name, r, evidence, res.results[0], sup.results[0], rh, rj, res.n_tokens))
+        rows.append(DemoRow(name, r, evidence[name], res.results[0], sup.results[0], rh, rj, res.n_tokens))
+    write_text(next_steps(out, decoys=decoys, alpha=alpha, seed=seed, n_queries=n_queries,
+                          query_tokens=query_tokens), out / "NEXT.md")
     say(f"done in {time.perf_counter() - t0:.0f}s")
     return rows
+
+
+def _collect_settings(url: str, model: str, query_tokens: int, seed: int) -> CollectSettings:
+    return CollectSettings(base_url=url, model=model,
+                           sampling={"max_tokens": query_tokens, "temperature": 1.0, "seed": seed})
+
+
+def next_steps(out: Path, *, decoys: int, alpha: float, seed: int, n_queries: int, query_tokens: int) -> str:
+    """``NEXT.md``: the exact commands to re-verify, re-collect and open the reports, with paths
+    as the demo was given them (run them from the directory the demo ran in)."""
+    o = shlex.quote(str(out))
+    common = (f"--key {o}/key.json --tokenizer {o}/tokenizer.json --public-key {o}/investigator.pub "
+              f"--decoys {decoys} --decoy-seed {seed} --alpha {alpha:g}")
+    return f"""# What to do next with `{out}`
+
+Everything the demo made is in this folder: the key (`key.json`, mode 0600; derived from `--seed {seed}`,
+so a demo key, not a secret), the tokenizer (`tokenizer.json`), the teacher's fingerprinted served
+outputs (`served.jsonl`), the two suspects (`student.npz`, `control.npz`: trigram models), the
+queries (`queries.jsonl`), the signed evidence (`evidence-*.jsonl` with `*.manifest.json`), the
+investigator's signing key pair and the reports (`report-*.json|md|html`).
+
+Run these from the directory you ran `fingerprint demo` in.
+
+## Re-verify
+
+The same numbers as the demo (text only, then only windows the teacher served):
+
+```bash
+fingerprint verify {o}/evidence-student.jsonl {common} --html {o}/reverify-student.html --json {o}/reverify-student.json
+fingerprint verify {o}/evidence-student.jsonl {common} --served {o}/served.jsonl
+fingerprint verify {o}/evidence-control.jsonl {common}
+```
+
+## Check the chain of custody
+
+```bash
+fingerprint evidence verify {o}/evidence-student.jsonl --public-key {o}/investigator.pub
+fingerprint evidence summary {o}/evidence-student.jsonl
+```
+
+## Re-collect from the student
+
+Serve it again over the OpenAI-compatible API, ask the same queries, verify the new evidence:
+
+```bash
+fingerprint serve --model {o}/student.npz --tokenizer {o}/tokenizer.json --model-name suspect-student --port 8011 &
+server=$!
+fingerprint collect {o}/queries.jsonl --base-url http://127.0.0.1:8011/v1 --model suspect-student --out {o}/recollected-student.jsonl --max-tokens {query_tokens} --temperature 1 --seed {seed} --signing-key {o}/investigator.key --quiet
+kill $server
+fingerprint verify {o}/recollected-student.jsonl {common}
+```
+
+(`fingerprint serve` waits until it answers before the collector's first request is retried away;
+the collector retries refused connections.)
+
+## Open the reports
+
+`{out}/report-student.html` and `{out}/report-control.html` in a browser (`xdg-open` on Linux,
+`open` on macOS); `report-*.md` read as text; `report-*.json` for programs.
+"""

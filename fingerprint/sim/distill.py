@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..schemes import Scheme
-from .generate import generate
+from .generate import generate, generate_split
 from .ngram import NgramLM
 from .teacher import Teacher
 
@@ -48,12 +48,19 @@ def corpus_prompts(teacher: Teacher, n: int, *, length: int, rng: np.random.Gene
 
 def fingerprinted_responses(teacher: Teacher, scheme: Scheme, n_tokens: int, *, rng: np.random.Generator,
                             response_tokens: int = 200, prompt_tokens: int = 8,
-                            batch_size: int = 512) -> FingerprintedData:
+                            batch_size: int = 512, parts: int = 1) -> FingerprintedData:
     """Ask the teacher ``ceil(n_tokens / response_tokens)`` corpus prompts, sampling through
-    the fingerprint scheme: the data a distiller would harvest."""
+    the fingerprint scheme: the data a distiller would harvest.
+
+    ``parts`` > 1 splits the prompts over that many processes (:func:`generate_split`: the
+    output depends on ``parts``, not on the machine)."""
     n = max(1, -(-n_tokens // response_tokens))
     prompts, _ = corpus_prompts(teacher, n, length=prompt_tokens, rng=rng)
-    responses = generate(teacher.model, prompts, response_tokens, rng, scheme=scheme, batch_size=batch_size)
+    if parts > 1:
+        responses = generate_split(teacher.model, prompts, response_tokens, rng, parts=parts, scheme=scheme,
+                                   batch_size=batch_size)
+    else:
+        responses = generate(teacher.model, prompts, response_tokens, rng, scheme=scheme, batch_size=batch_size)
     return FingerprintedData(prompts, responses)
 
 

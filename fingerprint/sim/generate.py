@@ -7,14 +7,15 @@ for ``b`` tokens.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+import multiprocessing
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from ..schemes import Scheme
 from ..schemes.base import apply_temperature_top_p, sample_from_logp
 
-__all__ = ["LanguageModel", "generate", "context_tail"]
+__all__ = ["LanguageModel", "generate", "generate_split", "context_tail"]
 
 
 class LanguageModel(Protocol):
@@ -79,3 +80,39 @@ def generate(model: LanguageModel, prompts: Sequence[np.ndarray], max_new_tokens
             if top_logprobs and top_out is not None:
                 top_out.append((np.stack([t[0][i] for t in tops]), np.stack([t[1][i] for t in tops])))
     return out
+
+
+_SPLIT_JOB: dict[str, Any] = {}
+
+
+def _generate_part(part: int) -> list[np.ndarray]:
+    job = _SPLIT_JOB
+    return generate(job["model"], job["parts"][part], job["max_new_tokens"], job["rngs"][part], **job["kw"])
+
+
+def generate_split(model: LanguageModel, prompts: Sequence[np.ndarray], max_new_tokens: int,
+                   rng: np.random.Generator, *, parts: int, scheme: Scheme | None = None,
+                   temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64) -> list[np.ndarray]:
+    """:func:`generate` over ``parts`` contiguous slices of ``prompts``, each with its own
+    generator spawned from ``rng``, run in that many forked processes where the platform forks.
+
+    The result depends on ``parts`` and on ``rng``, never on the number of cores or on whether
+    the slices ran in parallel (without ``fork`` they run one after the other, with the same
+    output). Returns one int64 array of new tokens per prompt, in order.
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    bounds = np.linspace(0, len(prompts), parts + 1).round().astype(int)
+    _SPLIT_JOB.update(model=model, max_new_tokens=max_new_tokens, rngs=rng.spawn(parts),
+                      parts=[list(prompts[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
+                      kw={"scheme": scheme, "temperature": temperature, "top_p": top_p, "batch_size": batch_size})
+    try:
+        if parts > 1 and "fork" in multiprocessing.get_all_start_methods():
+            # forked children inherit the model and the job: nothing large is pickled
+            with multiprocessing.get_context("fork").Pool(parts) as pool:
+                results = pool.map(_generate_part, range(parts))
+        else:
+            results = [_generate_part(i) for i in range(parts)]
+    finally:
+        _SPLIT_JOB.clear()
+    return [r for part in results for r in part]

@@ -15,7 +15,9 @@ malformed JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import multiprocessing
 import random
 import socket
 import threading
@@ -23,7 +25,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -32,7 +35,7 @@ from ..tokenize import token_bytes_table
 from ..schemes.base import apply_temperature_top_p, sample_from_logp
 from .generate import LanguageModel, context_tail
 
-__all__ = ["Faults", "ServedModel", "LocalServer", "serve"]
+__all__ = ["Faults", "ServedModel", "LocalServer", "serve", "serve_in_process"]
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,15 @@ class ServedModel:
 
     def generate(self, prompt_tokens: np.ndarray, *, max_tokens: int, temperature: float, top_p: float,
                  n: int, seed: int | None, stop: list[str], top_logprobs: int | None) -> list[dict[str, Any]]:
-        """``n`` continuations: text, token ids, finish reason and (optionally) logprobs."""
-        rng = np.random.default_rng(seed)
+        """``n`` continuations: text, token ids, finish reason and (optionally) logprobs.
+
+        With a ``seed`` the draws come from that seed and the prompt's tokens: the same request
+        gets the same answer, different prompts get independent streams (not the same draws)."""
+        if seed is None:
+            rng = np.random.default_rng()
+        else:
+            digest = hashlib.sha256(np.ascontiguousarray(prompt_tokens, dtype="<i8").tobytes()).digest()
+            rng = np.random.default_rng([seed % 2**64, int.from_bytes(digest[:8], "little")])
         c = self.model.context_size
         h = self.scheme.context_width if self.scheme is not None else 0
         hist = np.zeros((n, prompt_tokens.size + max_tokens), dtype=np.int64)
@@ -415,3 +425,39 @@ def serve(served: ServedModel, *, host: str = "127.0.0.1", port: int = 0, faults
     ``api_key`` makes the server demand ``Authorization: Bearer <api_key>``.
     """
     return LocalServer(_Server((host, port), served, faults, instant, api_key))
+
+
+def _serve_child(served: ServedModel, conn: Any) -> None:
+    with serve(served) as srv:
+        conn.send(srv.url)
+        conn.recv()  # blocks until the parent says stop (or exits: EOFError)
+
+
+@contextmanager
+def serve_in_process(served: ServedModel) -> Iterator[str]:
+    """Serve ``served`` on 127.0.0.1 from a forked child process; yields the base URL.
+
+    A server per process lets several models answer at once on several cores (the threaded
+    server shares one interpreter lock with its caller). Where the platform cannot fork, the
+    server runs in a thread of this process instead."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        with serve(served) as srv:
+            yield srv.url
+        return
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve_child, args=(served, child), daemon=True)
+    proc.start()
+    try:
+        if not parent.poll(60):
+            raise RuntimeError("the model server process did not start within 60 s")
+        yield str(parent.recv())
+    finally:
+        try:
+            parent.send("stop")
+        except (BrokenPipeError, OSError):
+            pass
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
