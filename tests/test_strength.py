@@ -211,7 +211,9 @@ def test_strength_renderers_show_pvalues_and_checks(fingerprinted):
     md = render_strength_markdown(result)
     assert md.startswith("## fingerprint strength: REGRESSION")
     assert f"| log10_pvalue | {m.log10_pvalue:.4g} (p = {format_pvalue(m.log10_pvalue)}) |" in md
-    assert "| radioactivity_log10_pvalue | -12.5 (p = 3.16e-13) |" in md
+    assert "| radioactivity_log10_pvalue | -12.5 (p = 3.2e-13) |" in md
+    # a limit on a log10 p-value also shows the p-value it stands for
+    assert "| radioactivity_log10_pvalue (threshold) | -6 (p = 1e-6) |" in md
     assert "rho = 0.2" in md and "**FAIL**: detectable_share = " in md
     suite = ET.fromstring(render_strength_junit(result))
     assert suite.get("tests") == "5" and suite.get("failures") == "1"

@@ -147,6 +147,14 @@ def test_cli_reports_and_schema(cases, workdir, tokenizer_path):
     secret = json.loads(Path(key_path).read_text())["secret"]
     for suffix in (".json", ".md", ".html"):
         assert secret not in Path(f"{out}{suffix}").read_text()
+    # the plain-language sentence opens the Markdown report; the decoys read as a control
+    md = Path(f"{out}.md").read_text()
+    assert md.splitlines()[2] == doc["summary_sentence"]
+    assert doc["summary_sentence"].startswith("If the suspect had never been trained on your outputs")
+    assert "Control: 50 decoy keys (secrets that never fingerprinted anything)" in md
+    assert "## Responses with the strongest signal" in md
+    html_text = Path(f"{out}.html").read_text()
+    assert "<script" not in html_text and f'<span class="pvalue">{doc["display"]["pvalue"]}</span>' in html_text
     assert "<svg" in Path(f"{out}.html").read_text() and "http" not in Path(f"{out}.html").read_text().split("<svg")[0].replace("http://www.w3.org", "")
     fail = run_verify(marked, "--key", key_path, "--tokenizer", tokenizer_path, "--decoys", "10", "--fail-on-detect")
     assert fail.returncode == 1

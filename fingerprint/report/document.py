@@ -27,6 +27,12 @@ Schema (``schema`` = ``"fingerprint-verify-report"``, ``schema_version`` = 1) â€
                           unchained: [{path, reason}]}`` (see
                           :mod:`fingerprint.collect.custody`); a broken chain scored with
                           ``--accept-broken-chain`` also opens ``notes``
+``summary_sentence``      the plain-language sentence at the top of every rendering
+                          (see :func:`fingerprint.report.format.summary_sentence`)
+``served_window``         null, or the same suspect verified with the served-window
+                          filter: ``{verdict, window_filter_windows, n_tokens, results:
+                          [{key_id, scheme, n_scored, log10_pvalue, holm_log10_pvalue,
+                          pvalue_display, verdict, reason}]}``
 ``version``, ``created_at``  tool version, UTC time of the run
 ========================  ===========================================================
 
@@ -43,7 +49,10 @@ Per key: ``key_id``, ``scheme``, ``params``, ``vocab_size``, ``n_texts``, ``n_to
 null for statistics without one), ``valid_pvalue`` (``fixed-n`` or ``anytime``: which p-value the
 verdict uses, set by how the evidence was gathered), ``verdict``, ``reason`` (a sentence), ``mode`` (``text``/``logprobs``/``reading``),
 ``sufficiency`` (``min_detectable_effect``: the smallest effect the data could detect at the
-level the key is tested at, ``target_effect``, ``items_needed`` to detect it, ``sufficient``),
+level the key is tested at, ``target_effect``, ``items_needed`` to detect it, ``tokens_needed``
+(the same in suspect tokens at this corpus's ratio of scored items to tokens; null when no amount
+would do), ``sufficient``), ``display`` (``pvalue``, ``holm_pvalue``, ``anytime_pvalue``: the
+p-values as every report writes them, see :func:`fingerprint.report.format.format_pvalue`),
 ``trajectory`` (``[{tokens_read, n_scored, log10_pvalue, decoy_low,
 decoy_median, decoy_high}]``), ``responses`` (``[{id, n_tokens, n_scored, statistic,
 log10_pvalue}]``, input order; at most :data:`MAX_RESPONSES`, the most fingerprinted, with
@@ -68,6 +77,7 @@ from ..corpus import ExchangeSet
 from ..errors import InputError
 from ..version import __version__
 from ..verify import KeyResult, VerifyResult
+from .format import format_pvalue, summary_sentence
 
 __all__ = ["build_report", "write_json", "write_text", "write_responses", "response_rows", "check_output_path",
            "MAX_RESPONSES", "SCHEMA", "SCHEMA_VERSION"]
@@ -122,6 +132,7 @@ def _key_result_dict(r: KeyResult, n_texts: int, n_tokens: int) -> dict[str, Any
         "sufficiency": {"min_detectable_effect": _num(r.sufficiency.min_detectable_effect),
                         "target_effect": r.sufficiency.target_effect,
                         "items_needed": _num(r.sufficiency.items_needed),
+                        "tokens_needed": _tokens_needed(r.sufficiency.items_needed, r.counts.scored, n_tokens),
                         "sufficient": r.sufficiency.sufficient},
         "trajectory": [{"tokens_read": p.tokens_read, "n_scored": p.n_scored,
                         "log10_pvalue": p.log10_pvalue, "decoy_low": _num(p.decoy_low),
@@ -130,7 +141,28 @@ def _key_result_dict(r: KeyResult, n_texts: int, n_tokens: int) -> dict[str, Any
                        for p in r.trajectory],
         "responses": response_rows(r, MAX_RESPONSES),
         "responses_total": len(r.responses.ids),
+        "display": {"pvalue": format_pvalue(t.log10_pvalue), "holm_pvalue": format_pvalue(r.holm_log10_pvalue),
+                    "anytime_pvalue": None if r.anytime_log10_pvalue is None
+                    else format_pvalue(r.anytime_log10_pvalue)},
     }
+
+
+def _tokens_needed(items_needed: float, n_scored: int, n_tokens: int) -> int | None:
+    """Scored items needed, as suspect tokens at this corpus's ratio of scored items to tokens
+    read (about: new text repeats less); None when no amount would do."""
+    if not math.isfinite(items_needed):
+        return None
+    ratio = n_tokens / n_scored if n_scored > 0 and n_tokens > 0 else 1.0
+    return int(math.ceil(items_needed * max(1.0, ratio)))
+
+
+def _served_window(r: VerifyResult) -> dict[str, Any]:
+    """The companion result restricted to windows seen in the owner's served outputs."""
+    return {"verdict": r.verdict, "window_filter_windows": r.window_filter_size, "n_tokens": r.n_tokens,
+            "results": [{"key_id": k.key["key_id"], "scheme": k.key["scheme"], "n_scored": k.counts.scored,
+                         "log10_pvalue": k.test.log10_pvalue, "holm_log10_pvalue": k.holm_log10_pvalue,
+                         "pvalue_display": format_pvalue(k.test.log10_pvalue), "verdict": k.verdict,
+                         "reason": k.reason} for k in r.results]}
 
 
 #: Per-response rows a report holds per key (the most fingerprinted ones, in corpus order): a
@@ -165,8 +197,12 @@ def _files(es: ExchangeSet | None) -> list[dict[str, Any]]:
 
 
 def build_report(result: VerifyResult, *, suspect: ExchangeSet, tokenizer_path: str, tokenizer_sha256: str,
-                 served: ExchangeSet | None = None, created_at: str | None = None) -> dict[str, Any]:
-    """The JSON report document (see the module docstring for the schema)."""
+                 served: ExchangeSet | None = None, created_at: str | None = None,
+                 served_result: VerifyResult | None = None) -> dict[str, Any]:
+    """The JSON report document (see the module docstring for the schema).
+
+    ``served_result``: the same suspect verified with the served-window filter (``verify
+    --served``), shown beside ``result`` (its p-value goes in ``served_window``)."""
     per_key = [_key_result_dict(r, result.n_texts, result.n_tokens) for r in result.results]
     skipped = suspect.skipped + (served.skipped if served else [])
     doc: dict[str, Any] = {
@@ -193,6 +229,8 @@ def build_report(result: VerifyResult, *, suspect: ExchangeSet, tokenizer_path: 
     doc["options"] = {"n_decoys": result.options.n_decoys, "decoy_seed": result.options.decoy_seed,
                       "ks_threshold": result.options.ks_threshold,
                       "confidence_level": result.options.confidence_level}
+    doc["served_window"] = None if served_result is None else _served_window(served_result)
+    doc["summary_sentence"] = summary_sentence(doc)
     return doc
 
 

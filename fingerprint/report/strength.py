@@ -31,6 +31,7 @@ def format_metric(v: float | None) -> str:
 
 
 def _metric_cell(name: str, v: float | None) -> str:
+    """A metric or limit; a log10 p-value also as its p-value, through the one formatter."""
     shown = format_metric(v)
     if name.endswith("log10_pvalue") and v is not None and math.isfinite(v):
         shown += f" (p = {format_pvalue(v)})"
@@ -50,7 +51,7 @@ def render_strength_markdown(result: Any) -> str:
         lines.append(f"| {name} | {_metric_cell(name, getattr(m, name))} |")
     lines += ["", "| check | limit | result |", "|---|---|---|"]
     for c in result.checks:
-        lines.append(f"| {c.metric} ({c.kind}) | {format_metric(c.limit)} | "
+        lines.append(f"| {c.metric} ({c.kind}) | {_metric_cell(c.metric, c.limit)} | "
                      f"{'pass' if c.passed else '**FAIL**'}: {c.message} |")
     return "\n".join(lines) + "\n"
 
