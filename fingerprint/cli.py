@@ -28,6 +28,18 @@ def _progress(msg: str) -> None:
     print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
+def _n(count: int, word: str, plural: str | None = None) -> str:
+    """``1 response``, ``2 responses``, ``1,024 tokens`` (``plural`` when adding an s is wrong)."""
+    return f"{count:,} {word if count == 1 else plural or word + 's'}"
+
+
+def _p(pvalue: float) -> str:
+    """A p-value given as a probability (not its log10), through the one formatter."""
+    from .report import format_pvalue
+
+    return format_pvalue(math.log10(max(pvalue, 1e-320)))
+
+
 def _parse_param(text: str) -> tuple[str, object]:
     """``NAME=VALUE`` with VALUE read as an int, a float or else a string."""
     if "=" not in text:
@@ -88,12 +100,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .report import format_pvalue
 
     t0 = time.perf_counter()
-    rows = run_demo(args.out, corpus=args.corpus, rho=args.rho, n_queries=args.queries,
-                    query_tokens=args.tokens, decoys=args.decoys, alpha=args.alpha, seed=args.seed,
+    rows = run_demo(args.out, corpus=args.corpus, rho=args.rho, n_queries=args.n_prompts,
+                    query_tokens=args.max_tokens, decoys=args.decoys, alpha=args.alpha, seed=args.seed,
                     progress=_progress)
     print()
     print(f"fingerprint demo: a student distilled with {args.rho:.0%} fingerprinted teacher outputs vs a "
-          f"control that never saw them; each queried over HTTP ({args.queries} x {args.tokens} tokens)")
+          f"control that never saw them; each queried over HTTP ({_n(args.n_prompts, 'prompt')} x "
+          f"{_n(args.max_tokens, 'token')})")
     header = (f"{'suspect':<8} {'rho':>5} {'tokens':>7} {'scored':>7} {'p (text)':>10} {'p (served)':>11} "
               f"{'green-rate excess [95% CI]':>28} {'log10 BF':>9} {'posterior':>10} {'decoys':>7}  verdict")
     print(header)
@@ -124,14 +137,14 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     _progress("building the teacher (BPE tokenizer + n-gram model on packaged English text; cached)")
-    teacher = build_teacher(args.corpus, vocab_size=args.vocab_size)
+    teacher = build_teacher(args.corpus, vocab_size=args.bpe_vocab_size)
     _progress(f"teacher ready: vocab {teacher.vocab_size}, {teacher.tokens.size:,} corpus tokens "
               f"({time.perf_counter() - t0:.1f}s)")
-    rows = run_roundtrip(teacher, n_prompts=args.prompts, tokens_per_response=args.tokens,
+    rows = run_roundtrip(teacher, n_prompts=args.n_prompts, tokens_per_response=args.max_tokens,
                          seed=args.seed, progress=_progress)
     alpha = args.alpha
     print()
-    print(f"Round trip: {args.prompts} prompts x {args.tokens} tokens per scheme; "
+    print(f"Round trip: {_n(args.n_prompts, 'prompt')} x {_n(args.max_tokens, 'token')} per scheme; "
           f"verdict at alpha = {alpha:g}")
     header = f"{'scheme':<11} {'text':<14} {'scored':>7} {'p-value':>10} {'effect [95% CI]':>28}  verdict"
     print(header)
@@ -181,6 +194,7 @@ def _served_filters(args: argparse.Namespace, keys, tokenizer, columns, progress
 
     if not args.served:
         return None, None, None
+    progress(f"served outputs (the supervised setting): {', '.join(args.served)}")
     vocab = max(k.vocab_size for k in keys)
     widths = list(dict.fromkeys(k.scheme_object().context_width for k in keys))
     if len(args.served) == 1 and (Path(args.served[0]) / "manifest.json").is_file():
@@ -220,6 +234,14 @@ def sha256_of(path) -> str:
     return sha256_file(path)
 
 
+#: verify --mode logprobs, verdict not detected: why a server's own fingerprint cannot show here.
+LOGPROBS_NOTE = ("logprobs mode tests the distribution the suspect reports for a bias it learned from your "
+                 "fingerprinted outputs (a distilled student's inherited bias). Logprobs reported by a server are "
+                 "the model's distribution before any watermark is applied at sampling, so a server that "
+                 "fingerprints its own answers (fingerprint serve --key, or your own serving stack) shows nothing "
+                 "here: test its sampled text with --mode text.")
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .corpus import sha256_file
     from .report import (build_report, check_output_path, format_pvalue, render_html, render_markdown, write_json,
@@ -255,7 +277,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             engine_info = describe(engine, scaled.partitions)
         result, suspect = scaled.result, scaled.suspect
     else:
-        progress(f"reading {len(args.suspect)} suspect input(s)")
+        progress(f"reading {_n(len(args.suspect), 'suspect input')}: {', '.join(args.suspect)}")
         batch, parts = read_corpus(args.suspect, columns, skip_invalid=args.skip_invalid)
         suspect = batch.exchanges
         if suspect.stopping_rules and not options.optional_stopping:
@@ -282,6 +304,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     doc["engine"] = engine_info
     doc["custody"] = custody.to_dict()
     doc["notes"][:0] = custody.notes()
+    if args.mode == "logprobs" and doc["verdict"] != VERDICT_DETECTED:
+        doc["notes"].append(LOGPROBS_NOTE)
     if args.responses_out:
         write_responses(result, args.responses_out)
     if args.json:
@@ -291,21 +315,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.html:
         write_text(render_html(doc), args.html)
 
-    print(f"\nfingerprint verify: {doc['n_texts']:,} responses, {doc['n_tokens']:,} tokens read, "
+    print(f"\nfingerprint verify: {_n(doc['n_texts'], 'response')}, {_n(doc['n_tokens'], 'token')} read, "
           f"{doc['skipped']['count']:,} skipped, alpha = {args.alpha:g}"
           + (" (Holm over keys)" if doc["holm_applied"] else ""))
     header = (f"{'key':<14} {'scheme':<10} {'scored':>9} {'p-value':>12} {'anytime p':>11} {'effect [95% CI]':>30} "
-              f"{'decoys':>14} {'log10 BF':>9} {'posterior':>10}  verdict")
+              f"{'decoys':>16} {'log10 BF':>9} {'posterior':>10}  verdict")
     print(header)
     print("-" * len(header))
     for r in doc["results"]:
         eff = r["effect"]
         ci = "n/a" if eff["value"] is None else f"{eff['value']:+.4f} [{eff['ci_low']:+.4f}, {eff['ci_high']:+.4f}]"
         d = r["decoys"]
-        dec = "none" if d is None else f"{'pass' if d['passed'] else 'FAIL'} KS {d['ks_pvalue']:.2f}"
+        dec = "none" if d is None else f"{'pass' if d['passed'] else 'FAIL'} KS p {_p(d['ks_pvalue'])}"
         post = "> 0.999999" if r["posterior"] > 0.999999 else f"{r['posterior']:.6f}"
         print(f"{r['key_id'][:14]:<14} {r['scheme']:<10} {r['n_scored']:>9,} "
-              f"{format_pvalue(r['holm_log10_pvalue']):>12} {_anytime_cell(r):>11} {ci:>30} {dec:>14} "
+              f"{format_pvalue(r['holm_log10_pvalue']):>12} {_anytime_cell(r):>11} {ci:>30} {dec:>16} "
               f"{r['log10_bayes_factor']:>9.2f} {post:>10}  {r['verdict']}")
     for c in custody.evidence:
         print(f"custody: {c.describe()}")
@@ -376,17 +400,17 @@ def _cmd_collect(args: argparse.Namespace) -> int:
               f"Rerun the same command to resume.", file=sys.stderr)
         return 130
     print(f"collected {stats.collected:,}, failed {stats.failed:,}, already in the evidence "
-          f"{stats.already_done:,} of {stats.planned:,} planned; {stats.retries:,} retries; "
+          f"{stats.already_done:,} of {stats.planned:,} planned; {_n(stats.retries, 'retry', 'retries')}; "
           f"{stats.rate:.1f} req/s over {stats.elapsed:.1f}s")
     print(f"evidence: {args.out} (last sha256 {stats.last_sha256})")
     if stats.invalid_existing:
-        print(f"note: {stats.invalid_existing:,} earlier records hold a 200 response that is not a valid answer; "
+        print(f"note: {_n(stats.invalid_existing, 'earlier record')} hold a 200 response that is not a valid answer; "
               f"their pairs were asked again (verify names those records, or skips them with --skip-invalid)")
     if stats.redacted_records:
-        print(f"note: a secret (the API key or a secret header) was scrubbed from {stats.redacted_records:,} "
-              f"records (field \"redacted\")")
+        print(f"note: a secret (the API key or a secret header) was scrubbed from "
+              f"{_n(stats.redacted_records, 'record')} (field \"redacted\")")
     if stats.internal_errors:
-        print(f"warning: {stats.internal_errors:,} exchanges met an internal error of the collector and were "
+        print(f"warning: {_n(stats.internal_errors, 'exchange')} met an internal error of the collector and were "
               f"recorded as failures (see their \"error\"); please report it", file=sys.stderr)
     if monitor is not None:
         from .report import format_pvalue
@@ -394,7 +418,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         used = stats.already_done + stats.collected
         print(f"until detected: {'STOPPED: detected' if stats.stopped_early else 'budget used, not detected'}; "
               f"anytime-valid p = {format_pvalue(monitor.last_log10_pvalue)} (alpha = {args.alpha:g}) after "
-              f"{used:,} of {stats.planned:,} requests")
+              f"{used:,} of {_n(stats.planned, 'request')}")
     return EXIT_OK
 
 
@@ -409,9 +433,16 @@ def _check_custody(args: argparse.Namespace):
     served = args.served or []
     if len(served) == 1 and (Path(served[0]) / "manifest.json").is_file():
         served = []  # a served-window index, not evidence
-    paths = expand_inputs(args.suspect) + (expand_inputs(served) if served else [])
-    return check_inputs(paths, public_keys=[load_public_key(p) for p in args.public_key or []],
-                        accept_broken=args.accept_broken_chain)
+    suspect_paths = expand_inputs(args.suspect)
+    served_paths = expand_inputs(served) if served else []
+    both = sorted({str(Path(p).resolve()) for p in suspect_paths} & {str(Path(p).resolve()) for p in served_paths})
+    if both:
+        raise ParameterError(f"{both[0]} is given both as a suspect input and with --served: --served takes one "
+                             f"path per flag (repeat it: --served a.jsonl --served b.jsonl); the suspect's inputs "
+                             f"are the positional arguments")
+    # the investigator signs what was gathered from the suspect; served outputs are the owner's logs
+    return check_inputs(suspect_paths, public_keys=[load_public_key(p) for p in args.public_key or []],
+                        accept_broken=args.accept_broken_chain, owner_paths=served_paths)
 
 
 def _cmd_evidence_verify(args: argparse.Namespace) -> int:
@@ -423,14 +454,14 @@ def _cmd_evidence_verify(args: argparse.Namespace) -> int:
         for line, what in c.problems:
             print(f"{args.file}{f' line {line}' if line else ''}: BROKEN: {what}")
         return EXIT_DETECTED
-    print(f"{args.file}: chain intact, {c.chain.records:,} records, last sha256 {c.chain.last_sha256}")
+    print(f"{args.file}: chain intact, {_n(c.chain.records, 'record')}, last sha256 {c.chain.last_sha256}")
     m = c.manifest
     if m is None:
         print(f"unsigned: no manifest ({args.file}.manifest.json); the chain shows edits only by someone who did not "
               f"recompute the later hashes")
     else:
-        print(f"signed: {m.checkpoints} checkpoint(s), the final one at {m.last_signed_at} over all "
-              f"{m.signed_records:,} records; manifest {m.path} sha256 {m.sha256}")
+        print(f"signed: {_n(m.checkpoints, 'checkpoint')}, the final one at {m.last_signed_at} over all "
+              f"{_n(m.signed_records or 0, 'record')}; manifest {m.path} sha256 {m.sha256}")
         print(f"key sha256 {m.public_key_sha256}: "
               + ("the investigator's public key given" if m.trusted else
                  "the manifest's own key, NOT checked: pass --public-key with the investigator's public key"))
@@ -452,44 +483,101 @@ def _cmd_evidence_sign(args: argparse.Namespace) -> int:
 
     signer = EvidenceSigner.from_file(args.signing_key, allow_insecure=args.allow_insecure_key)
     cp = sign_evidence(args.file, signer)
-    print(f"{args.file}: signed {cp.records:,} records, head sha256 {cp.head_sha256} at {cp.signed_at} "
+    print(f"{args.file}: signed {_n(cp.records, 'record')}, head sha256 {cp.head_sha256} at {cp.signed_at} "
           f"(key sha256 {signer.public_key_sha256}); manifest {signer.manifest}")
     return EXIT_OK
 
 
+def _settings_text(value: object) -> str:
+    """A settings value for a reader: ``a 1, b 2`` for a dict (unset entries left out), ``none`` for None."""
+    if value is None or value == {} or value == []:
+        return "none"
+    if isinstance(value, dict):
+        items = [f"{k} {_settings_text(v)}" for k, v in value.items() if v is not None and v != []]
+        return ", ".join(items) if items else "none"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_settings_text(v) for v in value)
+    return str(value)
+
+
 def _cmd_evidence_summary(args: argparse.Namespace) -> int:
+    import json
+
     from .collect.summary import summarize_evidence
 
     s = summarize_evidence(args.file)
+    code = EXIT_OK if s.ok else EXIT_DETECTED
+    if args.json:
+        print(json.dumps({"file": str(args.file), **s.to_dict()}, indent=2, sort_keys=False))
+        return code
     st = s.settings or {}
-    print(f"file            {args.file}")
-    print(f"chain           {'intact' if s.chain.ok else f'BROKEN at line {s.chain.first_bad_line}: {s.chain.problem}'}")
-    print(f"last sha256     {s.chain.last_sha256}")
-    print(f"endpoint        {st.get('url')}  model {st.get('model')}")
-    print(f"sampling        {st.get('sampling')}  logprobs {st.get('logprobs')}  samples {st.get('samples')}")
-    print(f"exchanges       {s.records:,} records: {s.succeeded:,} succeeded, {s.failed:,} failed")
-    print(f"prompts         {s.distinct_prompts:,} distinct; duplicate successes {s.duplicate_successes}")
-    print(f"statuses        {s.statuses}")
-    print(f"time span       {s.first_started_at} .. {s.last_finished_at}")
+    c = s.chain
     m = s.manifest
-    print("manifest        " + ("none (unsigned)" if m is None else
-                                f"{m.path}: {'valid' if m.ok else 'INVALID: ' + str(m.problem)}; {m.checkpoints} "
-                                f"checkpoint(s), last at {m.last_signed_at} over {m.signed_records} records"
-                                f"{' (final)' if m.final else ''}, key sha256 {m.public_key_sha256}"))
-    return EXIT_OK if s.chain.ok and (m is None or m.ok) else EXIT_DETECTED
+    rows = [
+        ("file", str(args.file)),
+        ("chain", f"intact, {_n(c.records, 'record')}" if c.ok else
+         f"BROKEN at line {c.first_bad_line}: {c.problem} ({_n(c.records, 'record')} intact before it)"),
+        ("last sha256", c.last_sha256),
+        ("endpoint", f"{st.get('url', 'unknown')} ({st.get('endpoint', 'unknown')})" if st else "unknown (no header)"),
+        ("model", str(st.get("model", "unknown"))),
+        ("sampling", _settings_text(st.get("sampling"))),
+        ("logprobs", "not asked" if st.get("logprobs") is None else f"top {st['logprobs']}"
+         + (", with echo" if st.get("echo") else "")),
+        ("samples", f"{st.get('samples', 1)} per prompt"),
+        ("exchanges", f"{_n(s.records, 'record')}: {s.succeeded:,} succeeded, {s.failed:,} failed"),
+        ("prompts", f"{s.distinct_prompts:,} distinct; "
+                    f"{_n(s.duplicate_successes, 'duplicate success', 'duplicate successes')}"),
+        ("statuses", ", ".join(f"{k}: {v:,}" for k, v in sorted(s.statuses.items())) or "none"),
+        ("time span", f"{s.first_started_at} .. {s.last_finished_at}" if s.records else "no exchanges"),
+        ("manifest", "none (unsigned)" if m is None else
+         f"{m.path}: {'valid' if m.ok else 'INVALID: ' + str(m.problem)}; {_n(m.checkpoints, 'checkpoint')}, "
+         f"last at {m.last_signed_at} over {_n(m.signed_records or 0, 'record')}{' (final)' if m.final else ''}, "
+         f"key sha256 {m.public_key_sha256}"),
+    ]
+    width = max(len(label) for label, _ in rows) + 2
+    for label, value in rows:
+        print(f"{label:<{width}}{value}")
+    return code
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .sim.server import Faults, ServedModel, serve
     from .sim.teacher import build_teacher
 
-    teacher = build_teacher(args.corpus, vocab_size=args.vocab_size)
-    scheme = FingerprintKey.load(args.key, allow_insecure=args.allow_insecure_key).scheme_object() if args.key else None
-    served = ServedModel(teacher.model, teacher.tokenizer, name=args.model_name, scheme=scheme)
-    faults = Faults.mixed(args.faults, slow_seconds=args.slow_seconds) if args.faults else Faults()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         raise FingerprintError(f"--host {args.host}: the simulation server only listens on loopback")
+    if (args.model_file is None) != (args.tokenizer is None):
+        raise ParameterError("--model-file and --tokenizer go together: a saved n-gram model and the tokenizer.json "
+                             "of its ids")
+    if args.model_file is not None and args.corpus:
+        raise ParameterError("--corpus trains the demo teacher; it does not apply with --model-file")
+    scheme = FingerprintKey.load(args.key, allow_insecure=args.allow_insecure_key).scheme_object() if args.key else None
+    t0 = time.perf_counter()
+    if args.model_file is not None:
+        from .sim.ngram import NgramLM
+        from .tokenize import load_tokenizer
+
+        _progress(f"loading {args.model_file} and {args.tokenizer}...")
+        try:
+            model = NgramLM.load(args.model_file)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ParameterError(f"--model-file {args.model_file}: not an n-gram model saved by fingerprint "
+                                 f"({type(exc).__name__}: {exc})") from None
+        tokenizer = load_tokenizer(args.tokenizer)
+        if model.vocab_size != tokenizer.vocab_size:
+            raise ParameterError(f"--model-file {args.model_file} has vocab {model.vocab_size:,} but --tokenizer "
+                                 f"{args.tokenizer} has {tokenizer.vocab_size:,}: not the model's tokenizer")
+    else:
+        _progress("building the demo teacher (BPE tokenizer + n-gram model; cached after the first run)...")
+        teacher = build_teacher(args.corpus, vocab_size=args.bpe_vocab_size)
+        model, tokenizer = teacher.model, teacher.tokenizer
+    _progress(f"model ready: vocab {tokenizer.vocab_size:,} ({time.perf_counter() - t0:.1f}s)")
+    served = ServedModel(model, tokenizer, name=args.model_name, scheme=scheme)
+    faults = Faults.mixed(args.faults, slow_seconds=args.slow_seconds) if args.faults else Faults()
     srv = serve(served, host=args.host, port=args.port, faults=faults, instant=args.instant)
+    if args.key:
+        _progress("the logprobs this server reports are the model's distribution before the fingerprint is "
+                  "applied: verify its answers with --mode text (--mode logprobs detects a student's learned bias)")
     print(f"serving {args.model_name} on {srv.url} ({'fingerprinted with ' + args.key if args.key else 'no fingerprint'}"
           f"{', instant answers' if args.instant else ''}); Ctrl-C stops", flush=True)
     try:
@@ -505,13 +593,13 @@ def _cmd_strength(args: argparse.Namespace) -> int:
     import json
 
     from .corpus import read_exchanges
-    from .report import render_strength_junit, render_strength_markdown, write_json, write_text
+    from .report import format_pvalue, render_strength_junit, render_strength_markdown, write_json, write_text
     from .strength import Thresholds, Tolerances, evaluate, load_config, measure_strength
     from .tokenize import load_tokenizer
 
     progress = (lambda _m: None) if args.quiet else _progress
     key = FingerprintKey.load(args.key, allow_insecure=args.allow_insecure_key)
-    tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer = load_tokenizer(args.tokenizer, tiktoken_pattern=args.tiktoken_pattern)
     responses = read_exchanges(args.responses, skip_invalid=args.skip_invalid, require_prompt=False)
     thresholds, tolerances = load_config(args.config) if args.config else (Thresholds(), Tolerances())
     overrides = {name: getattr(args, name) for name in Thresholds.__dataclass_fields__
@@ -539,16 +627,52 @@ def _cmd_strength(args: argparse.Namespace) -> int:
     if args.junit:
         write_text(render_strength_junit(result), args.junit)
     m = result.metrics
-    print(f"\nfingerprint strength: {m.n_responses:,} responses, {m.n_tokens:,} tokens ({m.scheme}, "
+    print(f"\nfingerprint strength: {_n(m.n_responses, 'response')}, {_n(m.n_tokens, 'token')} ({m.scheme}, "
           f"key {m.key_id[:12]}, seed {m.seed})")
     for name in ("effect", "effect_ci_low", "log10_pvalue", "tokens_to_detect_p10", "tokens_to_detect_median",
                  "tokens_to_detect_p90", "detectable_share", "unmarked_share", "radioactivity_log10_pvalue"):
         value = getattr(m, name)
-        print(f"  {name:<28} {'n/a' if value is None else f'{value:.4g}'}")
+        if name.endswith("log10_pvalue"):  # shown as a p-value, through the one formatter
+            label, shown = name.replace("log10_pvalue", "pvalue"), "n/a" if value is None else format_pvalue(value)
+        else:
+            label, shown = name, "n/a" if value is None else f"{value:.4g}"
+        print(f"  {label:<28} {shown}")
     for c in result.checks:
         print(f"  [{'pass' if c.passed else 'FAIL'}] {c.message}")
     print(f"{'PASS' if result.passed else 'REGRESSION'}")
     return EXIT_OK if result.passed else EXIT_DETECTED
+
+
+def _shows_default(action: argparse.Action) -> bool:
+    """Whether an option's help must state its default: it has a value a user would not guess
+    (not None, not False, not a suppressed one) and is not a positional argument."""
+    return bool(action.option_strings) and action.default not in (None, False, argparse.SUPPRESS)
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Every option shows its default: a help text that does not state it gets ``(default: X)``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if _shows_default(action) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _RawDefaultsFormatter(_DefaultsFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`_DefaultsFormatter` keeping the description's and epilog's line breaks."""
+
+
+def _use_formatters(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every subcommand below it the defaults-showing formatter (raw-description
+    parsers keep their line breaks)."""
+    cls = parser.formatter_class
+    raw = isinstance(cls, type) and issubclass(cls, argparse.RawDescriptionHelpFormatter)
+    parser.formatter_class = _RawDefaultsFormatter if raw else _DefaultsFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                _use_formatters(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -572,7 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "hf-kgw (transformers' WatermarkingConfig), hf-synthid (transformers' "
                          "SynthIDTextWatermarkingConfig): the hf-* schemes verify text transformers watermarked")
     kg.add_argument("--vocab-size", type=int, required=True,
-                    help="width of the model's logits (token ids are in [0, V))")
+                    help="V: the width of the model's logits, token ids in [0, V) (the model's, which may "
+                         "exceed the tokenizer's vocabulary when padded)")
     kg.add_argument("--out", required=True, help="key file to write (refuses to overwrite without --force)")
     kg.add_argument("--force", action="store_true",
                     help="overwrite an existing key file (atomically; a symlink at --out is refused, never followed)")
@@ -581,21 +706,25 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--delta", type=float, help="greenlist: logit bias of green tokens (default 3.0)")
     kg.add_argument("--layers", type=int, help="tournament: number of g-layers m (default 30)")
     kg.add_argument("--hashing-key", type=int,
-                    help="hf-kgw: transformers' WatermarkingConfig hashing_key (kept secret in the key file)")
-    kg.add_argument("--vllm-key", help="vllm-gumbel: vLLM's WatermarkConfig key, decimal or 0x-hex (kept secret)")
+                    help="hf-kgw: transformers' WatermarkingConfig hashing_key (kept secret in the key file; "
+                         "default: a fresh random secret)")
+    kg.add_argument("--vllm-key", help="vllm-gumbel: vLLM's WatermarkConfig key, decimal or 0x-hex (kept secret; "
+                                       "default: a fresh random secret)")
     kg.add_argument("--seeding", choices=["lefthash", "selfhash"], help="hf-kgw: seeding scheme (default lefthash)")
     kg.add_argument("--greenlist-ratio", type=float, help="hf-kgw: green fraction (default 0.25)")
     kg.add_argument("--bias", type=float, help="hf-kgw: logit bias (default 2.0)")
     kg.add_argument("--synthid-keys", metavar="K1,K2,...",
                     help="hf-synthid: transformers' SynthIDTextWatermarkingConfig keys (kept secret in the key "
                          "file; default: 30 random keys)")
-    kg.add_argument("--depth", type=int, help="hf-synthid: number of random keys when --synthid-keys is not given")
+    kg.add_argument("--depth", type=int, help="hf-synthid: number of random keys when --synthid-keys is not given "
+                                                "(default 30)")
     kg.add_argument("--ngram-len", type=int, help="hf-synthid: ngram_len (default 5)")
     kg.add_argument("--sampling-table-size", type=int, help="hf-synthid: sampling_table_size (default 65536)")
     kg.add_argument("--sampling-table-seed", type=int, help="hf-synthid: sampling_table_seed (default 0)")
     kg.add_argument("--context-history-size", type=int, help="hf-synthid: context_history_size (default 1024)")
     kg.add_argument("--param", action="append", metavar="NAME=VALUE",
-                    help="any scheme parameter by name (repeatable), e.g. for a scheme added with register_scheme")
+                    help="any scheme parameter by name (repeatable), e.g. for a scheme added with register_scheme "
+                         "(default: the scheme's defaults)")
     kg.set_defaults(func=_cmd_keygen)
 
     ver = sub.add_parser(
@@ -610,8 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
                "3 internal error (fingerprint --debug verify ... shows the traceback).")
     ver.add_argument("suspect", nargs="+", help="suspect exchanges (JSONL), evidence files, text files, Parquet "
                                                 "files, directories or globs of them")
-    ver.add_argument("--key", action="append", required=True,
-                     help="key file; repeat for several keys (Holm-corrected)")
+    ver.add_argument("--key", action="append", required=True, metavar="KEY",
+                     help="key file (from fingerprint keygen); repeat the flag for several keys (Holm-corrected)")
     ver.add_argument("--tokenizer", required=True,
                      help="the owner's tokenizer.json, or a tiktoken rank file (needs fingerprint[tiktoken])")
     ver.add_argument("--tiktoken-pattern", help="pre-tokenization regex for a tiktoken rank file "
@@ -624,24 +753,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reading mode: the fed texts were NOT produced with this key (exact null, more "
                           "power); without it, pairs occurring in the fed texts are not scored")
     ver.add_argument("--served", action="append", metavar="PATH",
-                     help="the owner's served outputs (JSONL or Parquet files, directories, globs; repeat for "
-                          "several), or a served-window index built with `fingerprint index build`: score only "
-                          "windows seen there (the supervised setting)")
+                     help="the owner's served outputs: ONE path per flag (a JSONL or Parquet file, a directory or "
+                          "a glob; repeat the flag for several: --served a.jsonl --served b.jsonl), or a "
+                          "served-window index built with `fingerprint index build`: score only windows seen there "
+                          "(the supervised setting; default: score every window)")
     scale = ver.add_argument_group("inputs at scale (directories, globs and Parquet; Dask)")
     scale.add_argument("--dask", metavar="SPEC",
                        help="verify partition by partition on Dask: local (one worker per core), local:N, or a "
                             "scheduler address tcp://host:8786 (needs fingerprint[scale]); the report is the same "
-                            "as without it")
+                            "as without it; default: in this process)")
     scale.add_argument("--response-column", default="response", help="Parquet: the response text column "
                                                                       "(default response)")
     scale.add_argument("--prompt-column", default="prompt",
                        help="Parquet: the prompt text column (default prompt; 'none' for no prompts)")
-    scale.add_argument("--messages-column", help="Parquet: a messages-list column to take the prompt from")
+    scale.add_argument("--messages-column", help="Parquet: a messages-list column to take the prompt from "
+                                                 "(default: none, the prompt column is used)")
     scale.add_argument("--id-column", default="id", help="Parquet: the response id column (default id; rows "
                                                          "are named FILE#ROW when absent)")
     scale.add_argument("--token-column", help="Parquet: response token ids (the owner's vocabulary) instead of "
-                                              "text")
-    scale.add_argument("--prompt-token-column", help="Parquet, with --token-column: prompt token ids")
+                                              "text (default: none, responses are text)")
+    scale.add_argument("--prompt-token-column", help="Parquet, with --token-column: prompt token ids (default: "
+                                                     "none, no prompt windows excluded)")
     ver.add_argument("--optional-stopping", action="store_true",
                      help="the evidence was gathered until a result was seen: decide on the anytime-valid p-value "
                           "(set automatically for evidence written by collect --until-detected)")
@@ -652,26 +784,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="prior probability that the suspect trained on your outputs (default 0.5)")
     ver.add_argument("--effect-prior-max", type=float,
                      help="H1 prior: effect ~ Uniform(0, this) (default: 0.1 green/g-bit rate, 0.5 gumbel)")
-    ver.add_argument("--json", help="write the JSON report here")
-    ver.add_argument("--markdown", help="write a Markdown report here")
-    ver.add_argument("--html", help="write a self-contained HTML report here")
+    ver.add_argument("--json", metavar="FILE", help="write the JSON report here (default: none; the verdict is "
+                                                    "printed either way)")
+    ver.add_argument("--markdown", metavar="FILE", help="write a Markdown report here (default: none)")
+    ver.add_argument("--html", metavar="FILE", help="write a self-contained HTML report here (default: none)")
     ver.add_argument("--responses-out", metavar="FILE",
                      help="write every response's score as JSONL here (reports list at most the 1,000 most "
-                          "fingerprinted)")
+                          "fingerprinted; default: none)")
     ver.add_argument("--skip-invalid", action="store_true",
                      help="skip invalid records (counted in the report) instead of stopping")
     ver.add_argument("--fail-on-detect", action="store_true", help="exit 1 when the verdict is 'detected'")
     cust = ver.add_argument_group("chain of custody (checked first, before anything is scored)")
     cust.add_argument("--public-key", action="append", metavar="PUB",
                       help="the investigator's public key (from `fingerprint evidence keygen`; repeatable): every "
-                           "input must be evidence whose manifest it signed")
+                           "input must be evidence whose manifest it signed (default: signatures checked against "
+                           "each manifest's own key only)")
     cust.add_argument("--accept-broken-chain", action="store_true",
                       help="score evidence whose hash chain or signatures do not hold (a break, a gap, a torn or "
                            "truncated tail, a rewritten history) instead of refusing it (exit 2); the report then "
                            "says, first, that the chain is broken")
     cust.add_argument("--allow-insecure-key", action="store_true",
-                      help="use a key file that others can write (refused otherwise; one others can read warns)")
-    ver.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+                      help="use key files that others can write (refused otherwise; one others can read warns)")
+    ver.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
     ver.set_defaults(func=_cmd_verify)
 
     col = sub.add_parser(
@@ -679,27 +813,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send each prompt (x --samples) to the suspect's /v1/chat/completions or "
                     "/v1/completions endpoint and append one hash-chained record per exchange to the "
                     "evidence file. Rerun the same command after a crash or Ctrl-C to resume.")
-    col.add_argument("prompts", help='prompts JSONL: {"id", "prompt"} or {"id", "messages"} per line')
+    col.add_argument("prompts", metavar="PROMPTS", help='prompts file (JSONL): {"id", "prompt"} or '
+                                                        '{"id", "messages"} per line')
     col.add_argument("--base-url", required=True, help="API base URL, e.g. https://api.example.com/v1")
     col.add_argument("--model", required=True, help="model name sent in each request")
     col.add_argument("--out", required=True, help="evidence file (JSONL, appended to; resumed if it exists)")
-    col.add_argument("--endpoint", choices=["chat", "completions"], default="chat", help="default chat")
+    col.add_argument("--endpoint", choices=["chat", "completions"], default="chat",
+                     help="/v1/chat/completions or /v1/completions (default chat)")
     col.add_argument("--api-key-env", help="name of the environment variable holding the API key (stripped; "
                                            "printable ASCII only; sent as 'Authorization: Bearer', scrubbed from "
-                                           "everything written)")
+                                           "everything written; default: no API key sent)")
     col.add_argument("--header", action="append",
                      help="extra HTTP header 'Name: value' (repeatable); the values of headers named like secrets "
                           "(Authorization, *key*, *token*, *secret*, Cookie, *password*, *session*...) are "
-                          "redacted in the evidence header and scrubbed everywhere else")
+                          "redacted in the evidence header and scrubbed everywhere else (default: none)")
     col.add_argument("--secret-header", action="append", metavar="NAME",
-                     help="treat header NAME's value as a secret too (repeatable)")
-    col.add_argument("--temperature", type=float, help="sampling temperature")
-    col.add_argument("--top-p", type=float, help="nucleus sampling mass")
+                     help="treat header NAME's value as a secret too (repeatable; default: only the names above)")
+    col.add_argument("--temperature", type=float,
+                     help="sampling temperature (default: not sent, the API's own default applies)")
+    col.add_argument("--top-p", type=float,
+                     help="nucleus sampling mass (default: not sent, the API's own default applies)")
     col.add_argument("--max-tokens", type=int, default=256, help="tokens per response (default 256)")
-    col.add_argument("--seed", type=int, help="sampling seed (sample k of a prompt uses seed + k)")
-    col.add_argument("--n", type=int, help="choices per request")
-    col.add_argument("--stop", action="append", help="stop string (repeatable)")
-    col.add_argument("--logprobs", type=int, metavar="K", help="ask for the top-K logprobs of each token")
+    col.add_argument("--seed", type=int, help="sampling seed, sample k of a prompt uses seed + k (default: not "
+                                              "sent, the API samples at random)")
+    col.add_argument("--n", type=int, help="choices per request (default: not sent, the API's own default, "
+                                           "usually 1)")
+    col.add_argument("--stop", action="append", metavar="TEXT",
+                     help="stop string (repeatable; default: none sent)")
+    col.add_argument("--logprobs", type=int, metavar="K",
+                     help="ask for the top-K logprobs of each token (default: none asked)")
     col.add_argument("--echo", action="store_true",
                      help="completions: return the prompt's tokens with logprobs (reading mode: send the "
                           "owner's fingerprinted texts as prompts, with --logprobs 1 --max-tokens 1)")
@@ -732,19 +874,20 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--signing-key", metavar="KEY",
                      help="the investigator's Ed25519 private key (fingerprint evidence keygen): sign chain "
                           "checkpoints in FILE.manifest.json, so rewriting, truncating or forging the evidence "
-                          "needs this key")
+                          "needs this key (default: unsigned; sign later with fingerprint evidence sign)")
     col.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
                      help="with --signing-key: sign a checkpoint every N records and at the end (default 1000)")
     col.add_argument("--allow-insecure-key", action="store_true",
-                     help="load key files others can write (refused by default)")
-    col.add_argument("--key", help="with --until-detected: the key file to test for")
-    col.add_argument("--tokenizer", help="with --until-detected: the owner's tokenizer.json or tiktoken file")
-    col.add_argument("--tiktoken-pattern", help="with --until-detected: pre-tokenization regex of a tiktoken file")
+                     help="use key files that others can write (refused otherwise)")
+    col.add_argument("--key", metavar="KEY", help="with --until-detected: the key file to test for")
+    col.add_argument("--tokenizer", help="with --until-detected: the owner's tokenizer.json or tiktoken rank file")
+    col.add_argument("--tiktoken-pattern", help="with --until-detected: pre-tokenization regex for a tiktoken rank "
+                                                "file (default: Qwen's)")
     col.add_argument("--alpha", type=float, default=1e-6,
                      help="with --until-detected: stop at this anytime-valid p-value (default 1e-6)")
     col.add_argument("--check-every", type=int, default=16,
                      help="with --until-detected: re-test after this many answers (default 16)")
-    col.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    col.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
     col.set_defaults(func=_cmd_collect)
 
     ev = sub.add_parser("evidence", help="check, summarize or sign an evidence file; make the investigator's key",
@@ -757,10 +900,11 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Check every record's hash, the chain, the sequence, the tail (an "
                                          "unterminated last line is refused: it must not be scored), and the "
                                          "manifest's signed checkpoints when there is one.")
-    ev_v.add_argument("file")
+    ev_v.add_argument("file", help="evidence file (JSONL written by fingerprint collect)")
     ev_v.add_argument("--public-key", action="append", metavar="PUB",
                       help="the investigator's public key (repeatable): the evidence must carry a manifest signed "
-                           "by it, covering every record")
+                           "by it, covering every record (default: a manifest, if any, is checked against its own "
+                           "key only)")
     ev_v.set_defaults(func=_cmd_evidence_verify)
     ev_k = ev_sub.add_parser("keygen", help="create the investigator's Ed25519 signing key and its public key",
                              description="Write an Ed25519 private key (PEM, mode 0600) to --out and its public "
@@ -772,13 +916,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev_g = ev_sub.add_parser("sign", help="sign an existing evidence file (a final checkpoint over every record)",
                              description="Sign the whole chain now: evidence collected without a signing key, or "
                                          "a collection killed before its final signature. The chain must be intact.")
-    ev_g.add_argument("file")
-    ev_g.add_argument("--signing-key", required=True, help="the investigator's private key (evidence keygen)")
+    ev_g.add_argument("file", help="evidence file (JSONL written by fingerprint collect)")
+    ev_g.add_argument("--signing-key", required=True, metavar="KEY",
+                      help="the investigator's private key (fingerprint evidence keygen)")
     ev_g.add_argument("--allow-insecure-key", action="store_true",
-                      help="use a key file that others can write (refused otherwise)")
+                      help="use key files that others can write (refused otherwise)")
     ev_g.set_defaults(func=_cmd_evidence_sign)
-    ev_s = ev_sub.add_parser("summary", help="counts, statuses, time span, settings, chain status")
-    ev_s.add_argument("file")
+    ev_s = ev_sub.add_parser("summary", help="counts, statuses, time span, settings, chain status",
+                             description="What an evidence file holds: endpoint and sampling settings, counts of "
+                                         "exchanges and statuses, the time span, and the chain's and manifest's "
+                                         "status. Exit codes: 0 intact, 1 broken, 2 bad input.")
+    ev_s.add_argument("file", help="evidence file (JSONL written by fingerprint collect)")
+    ev_s.add_argument("--json", action="store_true", help="print the summary as JSON instead of aligned lines")
     ev_s.set_defaults(func=_cmd_evidence_summary)
 
     srv = sub.add_parser("serve", help="serve the demo teacher over an OpenAI-compatible API on 127.0.0.1",
@@ -787,16 +936,25 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and echo. For demos, tests and benchmarks.")
     srv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     srv.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    srv.add_argument("--key", help="fingerprint every response with this key")
+    srv.add_argument("--key", metavar="KEY", help="fingerprint every sampled token with this key (default: no "
+                                                  "fingerprint); reported logprobs are taken before it")
     srv.add_argument("--allow-insecure-key", action="store_true",
-                     help="use a key file that others can write (refused otherwise)")
-    srv.add_argument("--model-name", default="local-ngram", help="model id to report (default local-ngram)")
+                     help="use key files that others can write (refused otherwise)")
+    srv.add_argument("--model-name", default="local-ngram",
+                     help="model id the server reports, what collect --model sends (default local-ngram)")
     srv.add_argument("--instant", action="store_true", help="answer at once with a fixed text (benchmarks)")
     srv.add_argument("--faults", type=float, default=0.0,
-                     help="inject this fraction of faults (429, 500, slow, dropped, malformed)")
+                     help="inject this fraction of faults: 429, 500, slow, dropped, malformed (default 0: none)")
     srv.add_argument("--slow-seconds", type=float, default=3.0, help="delay of a slow fault (default 3)")
-    srv.add_argument("--corpus", nargs="+", help="text files to train on instead of the packaged text")
-    srv.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary (default 8192)")
+    srv.add_argument("--corpus", nargs="+", metavar="TEXT",
+                     help="text files to train the teacher on (default: the packaged English text)")
+    srv.add_argument("--bpe-vocab-size", type=int, default=8192, metavar="N",
+                     help="vocabulary size of the BPE tokenizer trained for the teacher, which is also its logits "
+                          "width (default 8192)")
+    srv.add_argument("--model-file", metavar="FILE.npz",
+                     help="serve this saved n-gram model (e.g. a demo's student.npz) instead of the demo teacher; "
+                          "needs --tokenizer (default: the demo teacher)")
+    srv.add_argument("--tokenizer", help="with --model-file: the tokenizer.json of the model's ids")
     srv.set_defaults(func=_cmd_serve)
 
     stg = sub.add_parser(
@@ -810,10 +968,14 @@ def build_parser() -> argparse.ArgumentParser:
                "max_radioactivity_log10_pvalue; [tolerances]\neffect_relative_drop, tokens_relative_increase, "
                "detectable_share_drop,\nunmarked_share_increase, radioactivity_log10_increase.")
     stg.add_argument("responses", nargs="+", help="the release's responses (JSONL exchanges or evidence)")
-    stg.add_argument("--key", required=True, help="key file")
-    stg.add_argument("--tokenizer", required=True, help="tokenizer.json or tiktoken rank file")
-    stg.add_argument("--config", help="TOML file with [thresholds] and [tolerances]")
-    stg.add_argument("--baseline", help="JSON written by a previous run's --json (the previous release)")
+    stg.add_argument("--key", required=True, metavar="KEY", help="key file (from fingerprint keygen)")
+    stg.add_argument("--tokenizer", required=True,
+                     help="the owner's tokenizer.json, or a tiktoken rank file (needs fingerprint[tiktoken])")
+    stg.add_argument("--tiktoken-pattern", help="pre-tokenization regex for a tiktoken rank file (default: Qwen's)")
+    stg.add_argument("--config", help="TOML file with [thresholds] and [tolerances] (default: the built-in "
+                                      "values each threshold flag states)")
+    stg.add_argument("--baseline", help="JSON written by a previous run's --json (the previous release; default: "
+                                        "none, thresholds only)")
     stg.add_argument("--seed", type=int, default=0, help="seed of the radioactivity proxy (default 0)")
     stg.add_argument("--no-radioactivity", action="store_true", help="skip the distillation proxy")
     stg.add_argument("--radioactivity-tokens", type=int, default=50_000,
@@ -828,13 +990,15 @@ def build_parser() -> argparse.ArgumentParser:
                        ("max_radioactivity_log10_pvalue", "cap on the distillation proxy's log10 p-value")):
         stg.add_argument(f"--{flag.replace('_', '-')}", type=float, dest=flag, metavar="X",
                          help=f"{what} (default {getattr(Thresholds(), flag)}, or the --config value)")
-    stg.add_argument("--json", help="write metrics and checks as JSON (usable as the next --baseline)")
-    stg.add_argument("--markdown", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
-    stg.add_argument("--junit", help="write JUnit XML (one test case per check)")
+    stg.add_argument("--json", metavar="FILE",
+                     help="write metrics and checks as JSON, usable as the next --baseline (default: none)")
+    stg.add_argument("--markdown", metavar="FILE",
+                     help="write a Markdown summary, e.g. $GITHUB_STEP_SUMMARY (default: none)")
+    stg.add_argument("--junit", metavar="FILE", help="write JUnit XML, one test case per check (default: none)")
     stg.add_argument("--skip-invalid", action="store_true", help="skip invalid records instead of stopping")
-    stg.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+    stg.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
     stg.add_argument("--allow-insecure-key", action="store_true",
-                     help="use a key file that others can write (refused otherwise)")
+                     help="use key files that others can write (refused otherwise)")
     stg.set_defaults(func=_cmd_strength)
 
     demo = sub.add_parser(
@@ -846,10 +1010,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "(key, served outputs, evidence, reports) go to --out.")
     demo.add_argument("--out", default="fingerprint-demo", help="artifact folder (default ./fingerprint-demo)")
     demo.add_argument("--rho", type=float, default=0.10, help="student's fingerprinted fraction (default 0.10)")
-    demo.add_argument("--queries", type=int, default=200, help="prompts sent to each suspect (default 200)")
+    demo.add_argument("--n-prompts", type=int, default=200, metavar="N",
+                      help="prompts sent to each suspect (default 200)")
     demo.add_argument("--decoys", type=int, default=100, help="decoy keys per verification (default 100)")
-    demo.add_argument("--corpus", nargs="+", help="text files to train on instead of the packaged text")
-    demo.add_argument("--tokens", type=int, default=100, help="tokens per suspect answer (default 100)")
+    demo.add_argument("--corpus", nargs="+", metavar="TEXT",
+                      help="text files to train the teacher on (default: the packaged English text)")
+    demo.add_argument("--max-tokens", type=int, default=100,
+                      help="tokens per suspect answer, as collect --max-tokens (default 100)")
     demo.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
     demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     demo.set_defaults(func=_cmd_demo)
@@ -858,15 +1025,19 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train (or reuse) a small n-gram teacher on English text from OS "
                                     "packages, answer prompts with and without each scheme's "
                                     "fingerprint, and test both against the key.")
-    rt.add_argument("--corpus", nargs="+", help="text files to train on instead of the packaged text")
-    rt.add_argument("--prompts", type=int, default=8, help="prompts per scheme (default 8)")
-    rt.add_argument("--tokens", type=int, default=50, help="tokens per response (default 50)")
-    rt.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary (default 8192)")
+    rt.add_argument("--corpus", nargs="+", metavar="TEXT",
+                    help="text files to train the teacher on (default: the packaged English text)")
+    rt.add_argument("--n-prompts", type=int, default=8, metavar="N", help="prompts per scheme (default 8)")
+    rt.add_argument("--max-tokens", type=int, default=50, help="tokens per response (default 50)")
+    rt.add_argument("--bpe-vocab-size", type=int, default=8192, metavar="N",
+                    help="vocabulary size of the BPE tokenizer trained for the teacher, which is also its logits "
+                         "width (default 8192)")
     rt.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
     rt.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     rt.set_defaults(func=_cmd_roundtrip)
     from .scale.index_cli import add_index_parser
     add_index_parser(sub)
+    _use_formatters(parser)
     return parser
 
 

@@ -88,6 +88,7 @@ def test_markdown_cannot_be_injected_by_a_response_id(case, teacher, tmp_path):
     evil = [r for r in doc["responses"] if r["id"].startswith("evil")]
     assert evil  # the id is in the report; make it the most fingerprinted response, shown in the table
     evil[0]["log10_pvalue"] = -99.0
+    doc["results"][0]["verdict"] = "detected"  # the table of strongest responses is shown only then
     md = render_markdown(doc) + (tmp_path / "r.md").read_text()
     assert not any(line.startswith("# DETECTED") for line in md.splitlines())  # ...as inert text
     assert "<b>" not in md and "](http" not in md
@@ -155,3 +156,25 @@ def test_inputs_that_used_to_crash_exit_2_naming_the_problem(case, teacher, tmp_
         assert main([*base[:1], *argv, *base[1:]]) == EXIT_BAD_INPUT, argv
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err, (argv, err)
+
+
+def test_evidence_summary_exit_codes_hold_with_json(tmp_path, capsys):
+    """0 for an intact file, 1 for a broken one, in aligned-lines and --json output alike."""
+    from fingerprint.collect.evidence import open_for_append
+
+    ev = tmp_path / "ev.jsonl"
+    writer, _ = open_for_append(ev, {"created_at": "2026-01-01T00:00:00+00:00",
+                                     "settings": {"url": "http://x/v1/chat/completions", "model": "m",
+                                                  "sampling": {"max_tokens": 8, "temperature": None}}})
+    for i in range(3):
+        writer.append({"type": "exchange", "prompt_id": f"p{i}", "sample": 0, "status": 200, "attempts": 1,
+                       "request": {}, "response": {"choices": [{"message": {"content": "hi"}}]}})
+    writer.close()
+    assert main(["evidence", "summary", str(ev)]) == 0
+    out = capsys.readouterr().out
+    assert "exchanges    3 records: 3 succeeded, 0 failed" in out and "sampling     max_tokens 8\n" in out
+    lines = ev.read_bytes().splitlines(keepends=True)
+    ev.write_bytes(b"".join(lines[:2] + lines[3:]))  # a record deleted: the chain breaks
+    assert main(["evidence", "summary", str(ev), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert not doc["ok"] and not doc["chain"]["ok"] and doc["chain"]["first_bad_line"] == 3

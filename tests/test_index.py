@@ -265,7 +265,7 @@ def test_cli_index_build_and_info(tmp_path, teacher, texts, capsys):
                  tok.source, "--vocab-size", str(tok.vocab_size), "-H", "1", "-H", "2", "--buckets", "8",
                  "--quiet"]) == 0
     printed = capsys.readouterr()
-    assert "generation 0, 2 file(s), 300 responses" in printed.out and printed.err == ""
+    assert "generation 0, 2 files, 300 responses" in printed.out and printed.err == ""
     assert_same_set(WindowIndex.open(out), teacher, texts["a"], texts["query"], widths=(1, 2))
 
     extra = write_jsonl(tmp_path / "extra.jsonl", texts["b"], "b")

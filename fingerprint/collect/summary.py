@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from .custody import ManifestStatus, check_custody
 from .evidence import ChainCheck, read_records
@@ -28,6 +29,23 @@ class EvidenceSummary:
     last_finished_at: str | None
     settings: dict | None
     manifest: ManifestStatus | None = None
+
+    @property
+    def ok(self) -> bool:
+        """The chain is intact and the manifest, when there is one, holds."""
+        return self.chain.ok and (self.manifest is None or self.manifest.ok)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (``fingerprint evidence summary --json``)."""
+        c = self.chain
+        return {"ok": self.ok,
+                "chain": {"ok": c.ok, "records": c.records, "last_sha256": c.last_sha256,
+                          "first_bad_line": c.first_bad_line, "problem": c.problem, "torn_tail": c.torn_tail},
+                "records": self.records, "succeeded": self.succeeded, "failed": self.failed,
+                "distinct_prompts": self.distinct_prompts, "duplicate_successes": self.duplicate_successes,
+                "statuses": dict(self.statuses), "first_started_at": self.first_started_at,
+                "last_finished_at": self.last_finished_at, "settings": self.settings,
+                "manifest": None if self.manifest is None else self.manifest.to_dict()}
 
 
 def summarize_evidence(path: str | os.PathLike[str]) -> EvidenceSummary:

@@ -24,6 +24,11 @@ def _say(msg: str) -> None:
     print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
+def _n(count: int, word: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{count:,} {word if count == 1 else word + 's'}"
+
+
 def add_index_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``index build`` and ``index info`` to the ``fingerprint`` command's subparsers."""
     ix = subparsers.add_parser(
@@ -45,17 +50,20 @@ def add_index_parser(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, metavar="X.idx",
                    help="the index directory (new or empty; with --append, an existing index)")
     tok = b.add_mutually_exclusive_group(required=True)
-    tok.add_argument("--tokenizer", help="the owner's tokenizer.json, or a tiktoken rank file: tokenizes text "
-                                         "responses (its SHA-256 is recorded)")
+    tok.add_argument("--tokenizer", help="the owner's tokenizer.json, or a tiktoken rank file (needs "
+                                         "fingerprint[tiktoken]): tokenizes text responses (its SHA-256 is "
+                                         "recorded)")
     tok.add_argument("--token-column", metavar="NAME",
                      help="Parquet: a column of response token ids (the owner's vocabulary) instead of text")
     b.add_argument("--tiktoken-pattern", help="pre-tokenization regex for a tiktoken rank file (default: Qwen's)")
     b.add_argument("--vocab-size", type=int, metavar="V",
-                   help="the key's vocabulary size (window ids depend on it); required unless --key gives it")
-    b.add_argument("--key", metavar="K.json",
-                   help="take V and the context width from this key file (the secret is not used)")
+                   help="V: the width of the model's logits, as in keygen --vocab-size and the key file (window "
+                        "ids depend on it; default: the key's, so required unless --key is given)")
+    b.add_argument("--key", metavar="KEY",
+                   help="take V and the context width from this key file, the secret is not used (default: none; "
+                        "then --vocab-size is required)")
     b.add_argument("--allow-insecure-key", action="store_true",
-                   help="load a key file that others can write (refused by default)")
+                   help="use key files that others can write (refused otherwise)")
     b.add_argument("--context-width", "-H", type=int, action="append", dest="widths", metavar="H",
                    help="a context width to index; repeat for several (default: the key's width, else "
                         f"{DEFAULT_WIDTH}; with --append, the index's widths)")
@@ -72,7 +80,7 @@ def add_index_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="Parquet: the response text column (default response)")
     b.add_argument("--skip-invalid", action="store_true",
                    help="skip malformed records (counted in the index's sources) instead of stopping")
-    b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    b.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
     b.set_defaults(func=run_index)
 
     i = ix_sub.add_parser("info", help="describe an index: widths, windows, generations, sources, size",
@@ -118,7 +126,7 @@ def _build(args: argparse.Namespace) -> int:
         buckets = buckets or existing.buckets
     widths = widths or [DEFAULT_WIDTH]
     if vocab is None:
-        raise ParameterError("give --vocab-size V (the key's vocabulary) or --key K.json")
+        raise ParameterError("give --vocab-size V (the width of the model's logits, as in the key) or --key KEY")
     if args.token_column:
         columns = Columns(response=None, tokens=args.token_column)
         tokenizer = None
@@ -141,10 +149,10 @@ def _build(args: argparse.Namespace) -> int:
     records = sum(s["records"] for s in g.sources)
     tokens = sum(s["tokens"] for s in g.sources)
     skipped = sum(s.get("skipped", 0) for s in g.sources)
-    print(f"wrote {index.path}: generation {g.number}, {len(g.sources):,} file(s), {records:,} responses, "
-          f"{tokens:,} tokens" + (f", {skipped:,} records skipped" if skipped else ""))
+    print(f"wrote {index.path}: generation {g.number}, {_n(len(g.sources), 'file')}, {_n(records, 'response')}, "
+          f"{_n(tokens, 'token')}" + (f", {_n(skipped, 'record')} skipped" if skipped else ""))
     for h in index.widths:
-        print(f"  h={h}: {g.windows[h]:,} new windows, {index.n_windows(h):,} in all")
+        print(f"  h={h}: {_n(g.windows[h], 'new window')}, {index.n_windows(h):,} in all")
     return 0
 
 
@@ -166,16 +174,16 @@ def _info(args: argparse.Namespace) -> int:
     print(f"buckets      {index.buckets}")
     print(f"widths       {', '.join(str(h) for h in index.widths)}")
     for h in index.widths:
-        print(f"  h={h}: {index.n_windows(h):,} windows")
+        print(f"  h={h}: {_n(index.n_windows(h), 'window')}")
     print(f"generations  {len(index.generations)}")
     for g in index.generations:
         tokens = sum(s["tokens"] for s in g.sources)
         added = ", ".join(f"h={h}: +{g.windows[h]:,}" for h in index.widths)
-        print(f"  {g.number}: {g.created_at}  {len(g.sources):,} file(s), {tokens:,} tokens; {added}")
+        print(f"  {g.number}: {g.created_at}  {_n(len(g.sources), 'file')}, {_n(tokens, 'token')}; {added}")
     sources = index.sources
     print(f"sources      {len(sources)}")
     for s in sources:
-        print(f"  {s['path']}  sha256 {s['sha256'][:16]}  {s['records']:,} responses, {s['tokens']:,} tokens"
+        print(f"  {s['path']}  sha256 {s['sha256'][:16]}  {_n(s['records'], 'response')}, {_n(s['tokens'], 'token')}"
               + (f", {s['skipped']:,} skipped" if s.get("skipped") else ""))
     print(f"size on disk {_size(index.nbytes)} ({index.nbytes:,} bytes)")
     return 0
