@@ -129,6 +129,25 @@ def test_gap_and_edit_are_refused_by_verify_with_file_and_line(tmp_path, capsys)
     assert "empty file" in capsys.readouterr().out
 
 
+def test_served_logs_need_an_intact_chain_but_not_the_investigators_signature(tmp_path, investigator):
+    """The owner's served outputs beside signed suspect evidence: plain logs are listed, not
+    refused; a served evidence file with a broken chain is still refused."""
+    priv, pub = investigator
+    ev = write_evidence(tmp_path / "ev.jsonl", ["a", "b", "c"], signer=EvidenceSigner.from_file(priv))
+    public = load_public_key(pub)
+    served = tmp_path / "served.jsonl"
+    served.write_text(json.dumps({"id": "s", "prompt": "p", "response": "r"}) + "\n")
+    report = check_inputs([str(ev)], public_keys=[public], owner_paths=[str(served)])
+    assert report.ok and report.to_dict()["owner_records"][0]["path"] == str(served)
+    with pytest.raises(InputError, match="not evidence signed"):  # the same file given as suspect evidence
+        check_inputs([str(ev), str(served)], public_keys=[public])
+    lines = lines_of(write_evidence(tmp_path / "served-ev.jsonl", ["x", "y", "z"]))
+    cut = tmp_path / "served-cut.jsonl"
+    cut.write_bytes(b"".join(lines[:2] + lines[3:]))
+    with pytest.raises(InputError, match="BROKEN"):
+        check_inputs([str(ev)], public_keys=[public], owner_paths=[str(cut)])
+
+
 # ---- 2. signed checkpoints, manifest, evidence verify --public-key ---------------------------
 def test_keygen_sign_and_verify_checkpoints(tmp_path, capsys):
     assert main(["evidence", "keygen", "--out", str(tmp_path / "inv.key")]) == 0
@@ -147,10 +166,10 @@ def test_keygen_sign_and_verify_checkpoints(tmp_path, capsys):
     assert not lock_path(ev).exists()  # released at close
 
     assert main(["evidence", "summary", str(ev)]) == 0
-    assert "3 checkpoint(s)" in capsys.readouterr().out
+    assert "3 checkpoints" in capsys.readouterr().out
     assert main(["evidence", "verify", str(ev), "--public-key", str(pub)]) == 0
     out = capsys.readouterr().out
-    assert "chain intact, 11 records" in out and "3 checkpoint(s)" in out and "investigator's public key given" in out
+    assert "chain intact, 11 records" in out and "3 checkpoints" in out and "investigator's public key given" in out
 
     other = generate_signing_key(tmp_path / "other.key")[1]
     assert main(["evidence", "verify", str(ev), "--public-key", str(other)]) == 1

@@ -60,7 +60,9 @@ def test_demo_folder_is_self_contained_and_keyed_by_the_seed(demo, teacher):
     assert FingerprintKey.load(out / "key.json").key_id == demo_key(teacher.vocab_size, 0).key_id
     assert demo_key(teacher.vocab_size, 1).key_id != demo_key(teacher.vocab_size, 0).key_id
     student = json.loads((out / "report-student.json").read_text())
-    assert student["tokenizer"]["path"].endswith("fingerprint-demo/tokenizer.json"), student["tokenizer"]
+    assert student["inputs"]["tokenizer"]["path"].endswith("fingerprint-demo/tokenizer.json"), student["inputs"]
+    # the served-window p-value the terminal shows is in the report too
+    assert student["served_window"]["results"][0]["log10_pvalue"] < student["log10_pvalue"], student["served_window"]
 
 
 def _bash_blocks(markdown: str) -> list[str]:
@@ -81,8 +83,21 @@ def test_next_md_commands_run_as_written(demo):
     first = json.loads((out / "report-student.json").read_text())
     assert again["log10_pvalue"] == first["log10_pvalue"] and again["n_scored"] == first["n_scored"]
     assert again["decoys"]["ks_pvalue"] == first["decoys"]["ks_pvalue"]
-    recollected = [json.loads(x) for x in (out / "recollected-student.jsonl").read_text().splitlines()]
-    assert sum(1 for r in recollected if r.get("status") == "ok") == 200, recollected[-1]
+
+    def answers(name: str) -> dict[str, str]:
+        records = [json.loads(x) for x in (out / name).read_text().splitlines()]
+        return {r["prompt_id"]: json.dumps(r["response"], sort_keys=True) for r in records
+                if r.get("type") == "exchange" and r["status"] == 200 and r["error"] is None}
+
+    # the student served again answers the same seeded queries with the same text
+    recollected, original = answers("recollected-student.jsonl"), answers("evidence-student.jsonl")
+    assert len(recollected) == 200 and recollected.keys() == original.keys()
+    same = sum(_text(recollected[k]) == _text(original[k]) for k in original)
+    assert same == 200, same
+
+
+def _text(response_json: str) -> str:
+    return json.loads(response_json)["choices"][0]["message"]["content"]
 
 
 def test_split_generation_depends_on_the_seed_and_parts_only(teacher):

@@ -138,7 +138,7 @@ def run_demo(out: str | Path = "fingerprint-demo", *, corpus: list[str] | None =
     control, _ = distill_student(clean_tokens, clean_offsets, data, 0.0, vocab_size=teacher.vocab_size)
     suspects = (("student", student, reached), ("control", control, 0.0))
     for name, model, _r in suspects:
-        model.save(out / f"{name}.npz")  # `fingerprint serve --model` serves it again (NEXT.md)
+        model.save(out / f"{name}.npz")  # `fingerprint serve --model-file` serves it again (NEXT.md)
 
     queries, _ = corpus_prompts(teacher, n_queries, length=12, rng=np.random.default_rng(seed + 1))
     prompts_path = out / "queries.jsonl"
@@ -182,7 +182,7 @@ def run_demo(out: str | Path = "fingerprint-demo", *, corpus: list[str] | None =
         sup = verify_exchanges(suspect_set, teacher.tokenizer, [key], options=opts, served=served_set)
         custody = check_inputs([str(evidence[name])], public_keys=[public])  # signed by the investigator, intact
         doc = build_report(res, suspect=suspect_set, tokenizer_path=str(tok_path),
-                           tokenizer_sha256=sha256_file(tok_path))
+                           tokenizer_sha256=sha256_file(tok_path), served=served_set, served_result=sup)
         doc["custody"] = custody.to_dict()
         doc["notes"][:0] = custody.notes()
         rj, rh = out / f"report-{name}.json", out / f"report-{name}.html"
@@ -239,7 +239,7 @@ fingerprint evidence summary {o}/evidence-student.jsonl
 Serve it again over the OpenAI-compatible API, ask the same queries, verify the new evidence:
 
 ```bash
-fingerprint serve --model {o}/student.npz --tokenizer {o}/tokenizer.json --model-name suspect-student --port 8011 &
+fingerprint serve --model-file {o}/student.npz --tokenizer {o}/tokenizer.json --model-name suspect-student --port 8011 &
 server=$!
 fingerprint collect {o}/queries.jsonl --base-url http://127.0.0.1:8011/v1 --model suspect-student --out {o}/recollected-student.jsonl --max-tokens {query_tokens} --temperature 1 --seed {seed} --signing-key {o}/investigator.key --quiet
 kill $server

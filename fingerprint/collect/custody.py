@@ -529,6 +529,7 @@ class CustodyReport:
     unchained: list[dict[str, str]]
     public_keys: list[str]
     accepted_broken_chain: bool
+    owner_records: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -559,7 +560,7 @@ class CustodyReport:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "accepted_broken_chain": self.accepted_broken_chain,
                 "public_keys": list(self.public_keys), "evidence": [c.to_dict() for c in self.evidence],
-                "unchained": list(self.unchained)}
+                "unchained": list(self.unchained), "owner_records": list(self.owner_records)}
 
 
 _PARQUET = (".parquet", ".pq")
@@ -589,16 +590,20 @@ def _is_evidence_file(path: Path) -> bool:
 
 
 def check_inputs(paths: Sequence[str], *, public_keys: Sequence[Ed25519PublicKey] = (),
-                 accept_broken: bool = False) -> CustodyReport:
+                 accept_broken: bool = False, owner_paths: Sequence[str] = ()) -> CustodyReport:
     """Check the custody of every input file of a verification (paths already expanded), before
     anything is read for scoring.
 
     Every evidence file's chain must be intact with no torn tail, and every manifest must hold;
-    with ``public_keys`` every input must be evidence signed by one of them. Otherwise raises
-    :class:`InputError` naming the file and line, unless ``accept_broken`` (the report then says
-    so, loudly: :meth:`CustodyReport.notes`)."""
+    with ``public_keys`` every input in ``paths`` must be evidence signed by one of them.
+    ``owner_paths`` are the owner's own records (served outputs): an evidence file among them
+    must have an intact chain, but the investigator's signature is not asked of them (they are
+    the owner's logs, not evidence gathered from the suspect), and plain files are listed in
+    ``owner_records``. Otherwise raises :class:`InputError` naming the file and line, unless
+    ``accept_broken`` (the report then says so, loudly: :meth:`CustodyReport.notes`)."""
     evidence: list[CustodyCheck] = []
     unchained: list[dict[str, str]] = []
+    owner: list[dict[str, str]] = []
     for p in paths:
         path = Path(p)
         if "://" in p and not p.startswith("file://"):
@@ -609,7 +614,13 @@ def check_inputs(paths: Sequence[str], *, public_keys: Sequence[Ed25519PublicKey
             evidence.append(check_custody(path, public_keys=public_keys, require_signature=bool(public_keys)))
         else:
             unchained.append({"path": p, "reason": "not evidence: no hash chain"})
-    report = CustodyReport(evidence, unchained, [public_key_sha256(k) for k in public_keys], accept_broken)
+    for p in owner_paths:
+        path = Path(p)
+        if "://" not in p and path.suffix.lower() not in _PARQUET and _is_evidence_file(path):
+            evidence.append(check_custody(path))
+        else:
+            owner.append({"path": p, "reason": "the owner's served records: custody not checked"})
+    report = CustodyReport(evidence, unchained, [public_key_sha256(k) for k in public_keys], accept_broken, owner)
     if not report.ok and not accept_broken:
         bad = [c.describe() for c in evidence if not c.ok]
         if public_keys:
