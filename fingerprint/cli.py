@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
+from .display import format_alpha
 from .errors import FingerprintError, ParameterError
 from .keys import FingerprintKey
 from .schemes import SCHEMES
@@ -126,7 +127,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     expected = rows[0].text_only.verdict == "detected" and rows[1].text_only.verdict == "not detected"
     print(f"\n{'as expected' if expected else 'UNEXPECTED verdicts'}: the distilled student is "
           f"{rows[0].text_only.verdict}, the control is {rows[1].text_only.verdict} "
-          f"(alpha = {args.alpha:g}; {time.perf_counter() - t0:.0f}s)")
+          f"(alpha = {format_alpha(args.alpha)}; {time.perf_counter() - t0:.0f}s)")
     return EXIT_OK
 
 
@@ -145,7 +146,7 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
     alpha = args.alpha
     print()
     print(f"Round trip: {_n(args.n_prompts, 'prompt')} x {_n(args.max_tokens, 'token')} per scheme; "
-          f"verdict at alpha = {alpha:g}")
+          f"verdict at alpha = {format_alpha(alpha)}")
     header = f"{'scheme':<11} {'text':<14} {'scored':>7} {'p-value':>10} {'effect [95% CI]':>28}  verdict"
     print(header)
     print("-" * len(header))
@@ -316,7 +317,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         write_text(render_html(doc), args.html)
 
     print(f"\nfingerprint verify: {_n(doc['n_texts'], 'response')}, {_n(doc['n_tokens'], 'token')} read, "
-          f"{doc['skipped']['count']:,} skipped, alpha = {args.alpha:g}"
+          f"{doc['skipped']['count']:,} skipped, alpha = {format_alpha(args.alpha)}"
           + (" (Holm over keys)" if doc["holm_applied"] else ""))
     header = (f"{'key':<14} {'scheme':<10} {'scored':>9} {'p-value':>12} {'anytime p':>11} {'effect [95% CI]':>30} "
               f"{'decoys':>16} {'log10 BF':>9} {'posterior':>10}  verdict")
@@ -417,7 +418,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
         used = stats.already_done + stats.collected
         print(f"until detected: {'STOPPED: detected' if stats.stopped_early else 'budget used, not detected'}; "
-              f"anytime-valid p = {format_pvalue(monitor.last_log10_pvalue)} (alpha = {args.alpha:g}) after "
+              f"anytime-valid p = {format_pvalue(monitor.last_log10_pvalue)} (alpha = {format_alpha(args.alpha)}) after "
               f"{used:,} of {_n(stats.planned, 'request')}")
     return EXIT_OK
 

@@ -8,6 +8,8 @@ import math
 import re
 from typing import Any
 
+from ..display import format_alpha, format_plain_p, format_pvalue
+
 __all__ = ["format_pvalue", "format_alpha", "format_odds", "format_effect", "format_posterior", "methods_text",
            "top_responses", "SUMMARY_HEADER", "summary_cells", "md_text", "summary_sentence", "control_sentence",
            "pvalue_html", "responses_title", "PVALUE_CELLS"]
@@ -21,41 +23,6 @@ def md_text(value: object) -> str:
     as spaces, so an id cannot open a heading, a table cell, a link or HTML in a CI job summary."""
     text = "".join(" " if (ord(ch) < 32 or ord(ch) == 127) else ch for ch in str(value))
     return text.translate(_MD_SPECIAL)
-
-
-def format_pvalue(log10_p: float) -> str:
-    """The one way every output writes a p-value, computed from its log10 (so it works far beyond
-    the float range): ``0.0123`` (3 significant digits) for p >= 1e-4, else ``3.2e-45`` (2
-    significant digits, the mantissa from the log10: ``10^-20102.36`` is ``4.4e-20103``; a
-    mantissa of 1 is written ``1e-6``). ``1`` for p >= 1, ``0`` for log10 p = -inf, ``n/a`` for NaN."""
-    if math.isnan(log10_p):
-        return "n/a"
-    if log10_p >= 0:
-        return "1"
-    if log10_p == -math.inf:
-        return "0"
-    if log10_p >= -4:
-        text = f"{10 ** log10_p:.3g}"
-        if "e" not in text:
-            return text
-    exp = math.floor(log10_p)
-    mantissa = round(10 ** (log10_p - exp), 1)
-    if mantissa >= 10:
-        mantissa, exp = 1.0, exp + 1
-    m = f"{mantissa:.1f}".removesuffix(".0")
-    return f"{m}e{exp}"
-
-
-def format_alpha(alpha: float) -> str:
-    """A significance level, in the p-value style (``1e-6``)."""
-    return format_pvalue(math.log10(alpha)) if alpha > 0 else "0"
-
-
-def _format_plain_p(p: float) -> str:
-    """A p-value held as a plain float (KS, empirical), through :func:`format_pvalue`."""
-    if math.isnan(p):
-        return "n/a"
-    return format_pvalue(math.log10(p)) if p > 0 else "0"
 
 
 def format_odds(log10_p: float) -> str:
@@ -161,13 +128,13 @@ def control_sentence(r: dict[str, Any], ks_threshold: float | None = None, *, ht
         at_least = max(0, round(d["empirical_pvalue"] * (d["k"] + 1)) - 1)
         beat = d["k"] - at_least
         beaten = f"all {d['k']:,} of them" if beat == d["k"] else f"{beat:,} of the {d['k']:,}"
-        seg: _Segments = [("text", what + "look uniform (KS p = "), ("p", _format_plain_p(d["ks_pvalue"])),
+        seg: _Segments = [("text", what + "look uniform (KS p = "), ("p", format_plain_p(d["ks_pvalue"])),
                           ("text", f"), as they must if the test is sound; the real key's p-value was smaller than "
                                    f"{beaten}.")]
     else:
-        seg = [("text", what + "do not look uniform (KS p = "), ("p", _format_plain_p(d["ks_pvalue"]))]
+        seg = [("text", what + "do not look uniform (KS p = "), ("p", format_plain_p(d["ks_pvalue"]))]
         if ks_threshold is not None:
-            seg += [("text", ", below "), ("p", _format_plain_p(ks_threshold))]
+            seg += [("text", ", below "), ("p", format_plain_p(ks_threshold))]
         seg += [("text", "): the test's assumptions may not hold for this input, so no verdict is drawn from it.")]
     return _join(seg, html)
 

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..display import format_alpha, format_plain_p
 from ..stats import holm
 from .result import (VERDICT_DETECTED, VERDICT_INCONCLUSIVE, VERDICT_INSUFFICIENT, VERDICT_NOT_DETECTED,
                      DecoySummary, Sufficiency)
@@ -69,13 +70,13 @@ def verdict_of(adjusted_log10_pvalue: float, alpha: float, decoys: DecoySummary 
     """
     log10_alpha = math.log10(alpha)
     if decoys is not None and not decoys.passed:
-        return VERDICT_INCONCLUSIVE, (f"the decoy keys' p-values are not uniform (KS p = {decoys.ks_pvalue:.2g}): "
+        return VERDICT_INCONCLUSIVE, (f"the decoy keys' p-values are not uniform (KS p = {format_plain_p(decoys.ks_pvalue)}): "
                                       f"the theoretical null may not hold for this input (heavy repetition, "
                                       f"tokenizer mismatch?)")
     if adjusted_log10_pvalue <= log10_alpha:
-        return VERDICT_DETECTED, f"p-value at or below alpha = {alpha:g}"
+        return VERDICT_DETECTED, f"p-value at or below alpha = {format_alpha(alpha)}"
     if input_problem:
-        return VERDICT_INCONCLUSIVE, f"p-value above alpha = {alpha:g}, but {input_problem}"
+        return VERDICT_INCONCLUSIVE, f"p-value above alpha = {format_alpha(alpha)}, but {input_problem}"
     if not sufficiency.sufficient:
         need = sufficiency.items_needed
         need_s = f"about {need:,.0f}" if math.isfinite(need) else "many more"
@@ -85,8 +86,8 @@ def verdict_of(adjusted_log10_pvalue: float, alpha: float, decoys: DecoySummary 
         else:
             could = "not even a fully fingerprinted text of this size would reach alpha"
         return VERDICT_INSUFFICIENT, (f"{n_items:,} {item_name} are not enough to detect an effect of {target} at "
-                                      f"alpha = {alpha:g} ({could}); {need_s} are needed")
-    return VERDICT_NOT_DETECTED, (f"p-value above alpha = {alpha:g}, and the data could have detected an effect "
+                                      f"alpha = {format_alpha(alpha)} ({could}); {need_s} are needed")
+    return VERDICT_NOT_DETECTED, (f"p-value above alpha = {format_alpha(alpha)}, and the data could have detected an effect "
                                   f"of {_fmt_effect(sufficiency.min_detectable_effect)} or more")
 
 
