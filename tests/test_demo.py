@@ -120,3 +120,16 @@ def test_seeded_answers_repeat(teacher):
     first = served.generate(p, seed=7, **kw)[0]["ids"]
     assert np.array_equal(first, served.generate(p, seed=7, **kw)[0]["ids"])
     assert not np.array_equal(first, served.generate(p, seed=8, **kw)[0]["ids"])
+
+
+def test_readme_verify_block_runs_against_the_demo_folder(demo):
+    """The README's "Verify a suspect" block, as written, from where the demo ran."""
+    from test_readme import readme_bash_blocks
+
+    cwd = demo[0]
+    block = readme_bash_blocks()["Verify a suspect"]
+    res = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=cwd, env=_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, (block, res.stdout, res.stderr)
+    report = json.loads((cwd / "report.json").read_text())
+    assert report["verdict"] == "detected" and (cwd / "report.html").is_file() and (cwd / "my-key.json").is_file()
