@@ -23,6 +23,7 @@ The result is bit-identical on every platform and numpy version (fixed test vect
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -56,12 +57,14 @@ class KeyedPRF:
         holds 32).
     """
 
-    __slots__ = ("_aes_key",)
+    __slots__ = ("_aes_key", "_cipher")
 
     def __init__(self, secret: bytes) -> None:
         if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
             raise ParameterError("PRF secret must be at least 16 bytes")
         self._aes_key = _derive_aes_key(bytes(secret))
+        # a factory: each call takes its own encryptor context (safe across threads)
+        self._cipher = Cipher(algorithms.AES(self._aes_key), modes.ECB())
 
     def __repr__(self) -> str:
         return "KeyedPRF(<secret hidden>)"
@@ -108,20 +111,19 @@ class KeyedPRF:
         """
         windows = np.asarray(windows)
         b, h = windows.shape
-        n_blocks = -(-(h + 2) // 4)
-        words = np.zeros((b, vocab_size, n_blocks * 4), dtype="<u4")
-        words[:, :, 0] = _TAG | h
+        template = _row_template(h, vocab_size)
+        words = np.empty((b, vocab_size, template.shape[1]), dtype="<u4")
+        words[:] = template  # header and token words; only the window words differ per row
         if h:
             words[:, :, 1:h + 1] = windows[:, None, :]
-        words[:, :, h + 1] = np.arange(vocab_size, dtype=np.uint32)
-        return self.values_of_blocks(words.reshape(b * vocab_size, n_blocks, 4)).reshape(b, vocab_size)
+        return self.values_of_blocks(words.reshape(b * vocab_size, -1, 4)).reshape(b, vocab_size)
 
     def _cbc_mac(self, blocks: np.ndarray) -> np.ndarray:
         """CBC-MAC of ``blocks`` (shape ``(n, k, 4)`` uint32) -> low 64 bits, shape ``(n,)``."""
         n, k, _ = blocks.shape
         if n == 0:
             return np.zeros(0, dtype=np.uint64)
-        encryptor = Cipher(algorithms.AES(self._aes_key), modes.ECB()).encryptor()
+        encryptor = self._cipher.encryptor()
         # update_into needs room for one extra block; buffers are passed without copies
         out = np.empty(n * 4 + 4, dtype="<u4")
         state = out[:n * 4].reshape(n, 4)
@@ -134,6 +136,18 @@ class KeyedPRF:
                                   memoryview(out).cast("B"))  # type: ignore[arg-type]
         encryptor.finalize()
         return state.view("<u8")[:, 0].astype(np.uint64)
+
+
+@functools.lru_cache(maxsize=16)
+def _row_template(h: int, vocab_size: int) -> np.ndarray:
+    """Words ``(V, 4k)`` of the tuples ``(window, t)`` for every token t, the window words zero:
+    what :meth:`KeyedPRF.row_values` copies per row before writing the window in. Read-only."""
+    n_blocks = -(-(h + 2) // 4)
+    words = np.zeros((vocab_size, n_blocks * 4), dtype="<u4")
+    words[:, 0] = _TAG | h
+    words[:, h + 1] = np.arange(vocab_size, dtype=np.uint32)
+    words.flags.writeable = False
+    return words
 
 
 def encode_tuples(windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:

@@ -27,9 +27,9 @@ def custody_lines(doc: dict[str, Any]) -> list[str]:
         return []
     out = []
     for f in c["evidence"]:
-        status = "chain intact" if f["ok"] else "BROKEN: " + "; ".join(
-            (f"line {p['line']}: " if p["line"] else "") + p["problem"] for p in f["problems"])
-        line = (f"{f['path']}: {status}; chain {f['chain']}, {f['records']:,} records, head sha256 "
+        broken = "" if f["ok"] else "BROKEN: " + "; ".join(
+            (f"line {p['line']}: " if p["line"] else "") + p["problem"] for p in f["problems"]) + "; "
+        line = (f"{f['path']}: {broken}chain {f['chain']}, {f['records']:,} records, head sha256 "
                 f"{f['head_sha256']}")
         m = f["manifest"]
         if m is None:
@@ -37,13 +37,13 @@ def custody_lines(doc: dict[str, Any]) -> list[str]:
         elif m["sha256"] is None or m["public_key_sha256"] is None:
             line += f"; manifest {m['path']} invalid: {m['problem']}"
         else:
-            line += (f"; manifest {m['path']} sha256 {m['sha256']}: {m['checkpoints']} signed checkpoint(s), the last "
+            line += (f"; manifest {m['path']} sha256 {m['sha256']}: {m['checkpoints']} signed checkpoint{'' if m['checkpoints'] == 1 else 's'}, the last "
                      f"at {m['last_signed_at']} over {m['signed_records']:,} records, signed head sha256 "
                      f"{m['signed_head_sha256']}{' (final)' if m['final'] else ' (NOT final)'}, key sha256 "
                      f"{m['public_key_sha256']}"
                      + (" (the investigator's key given)" if m["trusted"] else
                         " (the manifest's own key: not checked against an investigator key)"))
         out.append(line)
-    for u in c["unchained"]:
+    for u in c["unchained"] + c.get("owner_records", []):
         out.append(f"{u['path']}: {u['reason']}")
     return out
