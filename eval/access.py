@@ -42,6 +42,10 @@ from fingerprint.tokenize import token_bytes_table
 from fingerprint.verify import VerifyOptions, text_evidence, verify_evidence
 from fingerprint.verify.access import VocabMapper, logprob_evidence, reading_evidence
 
+#: The sampling batch the recorded results in eval/results/ were made with (the rows a step
+#: samples decide the order of the random draws): kept so that a rerun reproduces them.
+RECORDED_BATCH = 512
+
 RESULTS = Path(__file__).parent / "results"
 LEVELS = ("text", "logprobs", "reading")
 #: The exact test of each access level, without decoys (the fed texts are clean teacher texts).
@@ -64,7 +68,7 @@ def run_seed(seed: int, rho: float, max_tokens: int, marks: np.ndarray, scheme_n
     half = np.sort(rng.choice(n_par, size=int(n_par * corpus_fraction), replace=False))
     clean_tokens, clean_offsets = _flat([teacher.tokens[teacher.offsets[i]:teacher.offsets[i + 1]] for i in half])
     pool = fingerprinted_responses(teacher, scheme, int(math.ceil(rho * clean_tokens.size / (1 - rho))) + 200,
-                                   rng=rng)
+                                   rng=rng, batch_size=RECORDED_BATCH)
     student, _ = distill_student(clean_tokens, clean_offsets, pool, rho, vocab_size=teacher.vocab_size)
     n_q = max_tokens // 200
     queries, _ = corpus_prompts(teacher, n_q, length=12, rng=rng)

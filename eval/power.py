@@ -37,6 +37,10 @@ from fingerprint.sim.teacher import build_teacher
 from fingerprint.verify import VerifyOptions, text_evidence, verify_evidence
 from fingerprint.windows import WindowFilter
 
+#: The sampling batch the recorded results in eval/results/ were made with (the rows a step
+#: samples decide the order of the random draws): kept so that a rerun reproduces them.
+RECORDED_BATCH = 512
+
 RESULTS = Path(__file__).parent / "results"
 SCHEME_PARAMS = {"greenlist": {"gamma": 0.25, "delta": 3.0}, "gumbel": {}, "tournament": {},
                  # vLLM's native watermark (Gumbel-max with its Philox PRF), single and dual key
@@ -71,7 +75,7 @@ def run_seed(args: tuple) -> list[dict]:
     need = max([int(math.ceil(r * clean_tokens.size / (1 - r))) for r in finite] or [0])
     if 1.0 in rhos:
         need = max(need, 100_000)
-    pool = fingerprinted_responses(teacher, scheme, max(need, 1000), rng=rng)
+    pool = fingerprinted_responses(teacher, scheme, max(need, 1000), rng=rng, batch_size=RECORDED_BATCH)
     served = WindowFilter.from_tokens(*_flat(pool.responses), h, vocab_size=teacher.vocab_size)
     n_queries = -(-max(budgets) // response_tokens)
     rows = []

@@ -40,6 +40,10 @@ from fingerprint.sim.teacher import build_teacher
 from fingerprint.stats import BinomialNull, GammaNull, NullModel
 from fingerprint.verify import VerifyOptions, verify
 
+#: The sampling batch the recorded results in eval/results/ were made with (the rows a step
+#: samples decide the order of the random draws): kept so that a rerun reproduces them.
+RECORDED_BATCH = 512
+
 RESULTS = Path(__file__).parent / "results"
 ALPHAS = (1e-2, 1e-3)
 
@@ -103,7 +107,7 @@ def cost_of_validity(seeds: int, rhos: list[float], budget: int, response_tokens
         clean_tokens = np.concatenate(clean)
         clean_offsets = np.concatenate(([0], np.cumsum([c.size for c in clean]))).astype(np.int64)
         need = int(math.ceil(max(rhos) * clean_tokens.size / (1 - max(rhos))))
-        pool = fingerprinted_responses(teacher, key.scheme_object(), need, rng=rng)
+        pool = fingerprinted_responses(teacher, key.scheme_object(), need, rng=rng, batch_size=RECORDED_BATCH)
         for rho in rhos:
             student, _ = distill_student(clean_tokens, clean_offsets, pool, rho, vocab_size=teacher.vocab_size)
             queries, _ = corpus_prompts(teacher, -(-budget // response_tokens), length=12, rng=rng)

@@ -73,7 +73,7 @@ def trigram_radioactivity(key: FingerprintKey, tokens: np.ndarray, offsets: np.n
     clean_tokens = teacher.tokens[:clean_offsets[-1]]
     student, _ = distill_student(clean_tokens, clean_offsets, data, rho, vocab_size=key.vocab_size)
     queries, _ = corpus_prompts(teacher, max(1, budget // ANSWER_TOKENS), length=QUERY_TOKENS, rng=rng)
-    answers = generate(student, queries, ANSWER_TOKENS, rng, batch_size=512)
+    answers = generate(student, queries, ANSWER_TOKENS, rng, batch_size=64)
     result = verify(answers, keys=key, prompt_tokens=queries, served_tokens=tokens, served_offsets=offsets,
                     options=VerifyOptions(n_decoys=0))
     return result.results[0].test.log10_pvalue
