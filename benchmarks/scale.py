@@ -8,7 +8,8 @@ tokens per row, 2,000 rows per row group (1M tokens per partition), 10M tokens p
     python -m benchmarks.scale index --tokens 1000000000                  # single vs local:2
 
 Each configuration runs in a fresh process (``_run``) that prints one JSON line: wall seconds,
-tokens/s, tokens/s per core, the driver's peak RSS and every worker's peak RSS (MiB). Results are
+tokens/s, tokens/s per core, the driver's peak RSS and every worker's peak RSS (MiB), the CPU seconds the
+driver and each worker spent, and the machine's 1-minute load average before and after. Results are
 appended to benchmarks/results/scale.jsonl; the README's "At scale" table comes from there.
 """
 
@@ -64,6 +65,11 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _run(kind: str, n_tokens: int, engine_spec: str | None, decoys: int) -> dict:
     """One measured configuration, in this (fresh) process."""
     from fingerprint.keys import FingerprintKey
@@ -76,6 +82,9 @@ def _run(kind: str, n_tokens: int, engine_spec: str | None, decoys: int) -> dict
     engine = connect(engine_spec) if engine_spec else None
     cores = engine.workers if engine is not None else 1
     columns = Columns(response=None, prompt=None, id="id", tokens="tokens")
+    worker_cpu0 = engine.client.run(_cpu_s) if engine is not None else {}
+    load0 = os.getloadavg()[0]
+    c0 = time.process_time()
     t0 = time.perf_counter()
     out: dict = {"kind": kind, "tokens": n_tokens, "engine": engine_spec or "single-process", "cores": cores,
                  "decoys": decoys}
@@ -99,9 +108,15 @@ def _run(kind: str, n_tokens: int, engine_spec: str | None, decoys: int) -> dict
         out.update(windows=index.n_windows(2), disk_mib=sum(p.stat().st_size for p in target.rglob("*")) / 2**20)
     wall = time.perf_counter() - t0
     out.update(wall_s=round(wall, 1), tokens_per_s=round(n_tokens / wall), tokens_per_s_per_core=round(n_tokens / wall / cores),
-               driver_peak_mib=round(_peak_mib()))
+               driver_peak_mib=round(_peak_mib()), driver_cpu_s=round(time.process_time() - c0, 1))
     if engine is not None:
         out["worker_peak_mib"] = sorted(round(v) for v in engine.client.run(_peak_mib).values())
+        cpu1 = engine.client.run(_cpu_s)
+        out["worker_cpu_s"] = sorted(round(cpu1[w] - worker_cpu0.get(w, 0.0), 1) for w in cpu1)
+    # the machine's load (1-minute average, other processes included) before and after: a shared
+    # machine's wall times are not comparable to an idle one's
+    out["load_avg"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    if engine is not None:
         engine.close()
     return out
 

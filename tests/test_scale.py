@@ -200,3 +200,40 @@ def test_decoys_by_slices_equal_decoys_on_the_whole(teacher, human_text, monkeyp
             assert np.array_equal(r.decoys.log10_pvalues, whole.decoys.log10_pvalues)
         for a, b in zip(r.trajectory, whole.trajectory):
             assert a.decoy_median == pytest.approx(b.decoy_median, rel=1e-12, abs=1e-12)
+
+
+def test_hash_bucket_merge_equals_merge(corpus, teacher):
+    """The hash-partitioned global de-duplication (each partition's ids split by bucket, one
+    de-duplication per bucket, each partition keeping what the buckets kept) builds the
+    evidence ``merge`` builds from the partitions' own evidence, array for array, whatever the
+    number of buckets."""
+    from fingerprint.scale.engine import (Assembly, dedup_bucket, kept_items, merged_evidence, partition_buckets,
+                                          partition_evidence)
+    from fingerprint.verify import merge, placed_at
+
+    d, keys, _ = corpus
+    parts = plan_partitions(expand_inputs([d / "in"]))  # a JSONL file and 4 Parquet row groups
+    args = (Columns(), str(teacher.tokenizer.source), None, [1, 2], teacher.vocab_size, None, False)
+    whole = [partition_evidence(p, *args) for p in parts]
+    text_start = np.concatenate(([0], np.cumsum([pe.n_texts for pe in whole])))
+    token_start = np.concatenate(([0], np.cumsum([pe.n_tokens for pe in whole])))
+    for n_buckets in (1, 2, 5, 64):
+        mapped = [partition_buckets(p, *args, n_buckets) for p in parts]
+        metas = [m[0] for m in mapped]
+        assert all(len(ev) == 0 for m in metas for ev in m.evidence.values())
+        buckets = [dedup_bucket([m[1][b] for m in mapped]) for b in range(n_buckets)]
+        kept = [kept_items(m, buckets, j, int(text_start[j]), int(token_start[j])) for j, m in enumerate(mapped)]
+        assembly = Assembly()  # finishes arriving in any order (here: last first)
+        assert assembly.start(metas) == [(int(a), int(b)) for a, b in zip(text_start[:-1], token_start[:-1])]
+        for j in reversed(range(len(kept))):
+            assembly.add(j, dict(kept[j]))
+        for h in (1, 2):
+            ref = merge(*[placed_at(pe.evidence[h], int(text_start[j]), int(token_start[j]))
+                          for j, pe in enumerate(whole)])
+            for ev in (merged_evidence(metas, kept, h), assembly.evidence(h)):
+                assert ref.counts == ev.counts and ref.counts.dropped["duplicate_tuple"] > 0
+                for name in ("blocks", "dedup_ids", "positions", "text_index", "text_tokens", "text_numbers"):
+                    a, b = getattr(ref, name), getattr(ev, name)
+                    assert a.dtype == b.dtype and np.array_equal(a, b), name
+                assert (ref.text_ids, ref.text_start, ref.token_start, ref.weights) == (
+                    ev.text_ids, ev.text_start, ev.token_start, ev.weights)

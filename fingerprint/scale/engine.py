@@ -1,18 +1,27 @@
 """Verify a corpus partition by partition, on Dask workers or in this process, exactly.
 
-Each partition (a file, or a Parquet row group: :mod:`.sources`) is one task: read, tokenize
-with the owner's tokenizer, build the text evidence of every context width the keys use
-(prompt windows excluded, the served-window filter applied, de-duplicated within the
-partition), numbered from 0. The driver places every shard at its global text and token
-offset (known once all shard sizes are) and merges them
-(:func:`fingerprint.verify.evidence.merge`: de-duplication stays global, the first position of
-a tuple anywhere in the corpus wins). One exact test then runs over the whole corpus, with its
-decoys, exactly as :func:`fingerprint.verify.verify_exchanges` runs it in one process: the
-two give the same report, number for number.
+Each partition (a file, or a Parquet row group: :mod:`.sources`) is one task
+(:func:`partition_buckets`): read, tokenize with the owner's tokenizer, build the text evidence
+of every context width the keys use (prompt windows excluded, the served-window filter applied,
+de-duplicated within the partition), numbered from 0. The task keeps its distinct tuples and
+hands on only their ids, split into hash buckets
+(:func:`fingerprint.verify.evidence.hash_buckets`: equal tuples share a bucket). One task per
+bucket (:func:`dedup_bucket`) concatenates that bucket's ids of every partition in corpus
+order, so the first place of an id is its first global position, and flags the first places
+(de-duplication stays global, as in one pass). Each partition's finish (:func:`kept_items`)
+keeps the tuples the buckets flagged, placed at the partition's global text and token offset,
+in position order; the driver lays the partitions' kept tuples end to end as they arrive
+(:class:`Assembly`) into the evidence :func:`fingerprint.verify.evidence.merge` would have built
+(:func:`fingerprint.verify.evidence.merge_distinct`; :func:`merged_evidence` does it in one
+go). One exact test then runs over the whole corpus, with its decoys, exactly as
+:func:`fingerprint.verify.verify_exchanges` runs it in one process: the two give the same
+report, number for number.
 
-What travels: a task takes a partition's address and returns the distinct surviving tuples of
-that partition (about 40 bytes each: the tuple, its id, position and text); the driver holds the
-merged distinct tuples of the corpus and scores them with the keys. The decoy keys (the bulk of
+What travels: a partition task returns its sizes and counts to the driver, and 8 bytes per
+distinct tuple (its id) to the bucket tasks; a bucket task returns a bit per tuple; the driver
+receives the corpus' distinct tuples once (about 40 bytes each: the tuple, its id, position and
+text) and scores them with the keys. A worker holds its partitions' distinct tuples (about 24
+bytes each) until their finish, and one bucket's ids. The decoy keys (the bulk of
 the scoring: 100 keys by default) run on the workers: each task scores one slice of the items
 (at most :data:`fingerprint.verify.pipeline.DECOY_SLICE_ITEMS`) with 25 decoys and returns
 their sums per trajectory segment, so a worker holds a slice, never the whole corpus. (Schemes
@@ -31,13 +40,20 @@ from ..corpus import ExchangeSet
 from ..errors import InputError, ParameterError
 from ..keys import FingerprintKey
 from ..tokenize import load_tokenizer
-from ..verify import (Evidence, VerifyOptions, VerifyResult, key_vocab_notes, merge, placed_at, text_evidence,
+from ..verify import (Evidence, VerifyOptions, VerifyResult, key_vocab_notes, placed_at, text_evidence,
                       tokenizer_fit_problem, verify_evidence)
-from ..windows import WindowFilter
-from .cluster import Engine, run_ordered, task_runner
+from ..verify.evidence import hash_buckets, merge_distinct, without_items
+from ..windows import WindowFilter, first_occurrence_mask
+from .cluster import Engine, run_shuffle, task_runner
 from .sources import Batch, Columns, Partition, expand_inputs, files_of, plan_partitions, read_partition
 
-__all__ = ["PartitionEvidence", "ScaledVerification", "partition_evidence", "verify_partitions"]
+__all__ = ["PartitionEvidence", "ScaledVerification", "Items", "partition_evidence", "partition_buckets",
+           "dedup_bucket", "kept_items", "merged_evidence", "Assembly", "verify_partitions", "PARTITIONS_PER_BUCKET"]
+
+#: Buckets of the global de-duplication: about this many partitions' worth of tuple ids per
+#: bucket (a bucket task's memory: 8 bytes an id, a few times over while it sorts), and a
+#: multiple of the worker count.
+PARTITIONS_PER_BUCKET = 32
 
 
 @functools.lru_cache(maxsize=4)
@@ -89,6 +105,191 @@ def partition_evidence(part: Partition, columns: Columns, tokenizer_path: str, t
 
 
 @dataclass
+class Items:
+    """The items of an evidence object (or the kept part of one), in position order: ``blocks``
+    ``(n, k, 4)`` uint32, ``ids`` ``(n,)`` uint64 de-duplication ids, ``positions`` and
+    ``text_index`` ``(n,)`` int64 (int32 while a partition's task holds them, numbered from 0)."""
+
+    blocks: np.ndarray
+    ids: np.ndarray
+    positions: np.ndarray
+    text_index: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.positions.size)
+
+
+@dataclass
+class _Held:
+    """What a partition's task keeps for its finish: its items of one width and the order that
+    groups them by bucket (``None``: one bucket). With an order, ``items.ids`` are in that
+    (bucket) order: the buckets' pieces are slices of them, not copies."""
+
+    items: Items
+    order: np.ndarray | None
+
+
+#: What a partition's task returns: the partition without its items, the ids of its items of
+#: each width per bucket (``pieces[b][h]``, in position order), and its items.
+MapResult = tuple["PartitionEvidence", list[dict[int, np.ndarray]], dict[int, _Held]]
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """A non-decreasing int64 array as int32 when its values fit (a partition's own numbering:
+    what a partition's task holds shrinks by a third), else unchanged."""
+    return a.astype(np.int32) if a.size == 0 or (0 <= int(a[0]) and int(a[-1]) < 1 << 31) else a
+
+
+def partition_buckets(part: Partition, columns: Columns, tokenizer_path: str, tiktoken_pattern: str | None,
+                      widths: Sequence[int], vocab_size: int, window_filters: dict[int, WindowFilter] | None,
+                      skip_invalid: bool, n_buckets: int) -> MapResult:
+    """One partition's task in the hash-partitioned merge: :func:`partition_evidence`, its items
+    taken out (the evidence keeps its texts and counts) and kept for :func:`kept_items`, and the
+    de-duplication ids of its items split into ``n_buckets`` hash buckets
+    (:func:`fingerprint.verify.evidence.hash_buckets`), ``pieces[b][h]``, each in position order:
+    all a bucket's task needs (8 bytes an item)."""
+    pe = partition_evidence(part, columns, tokenizer_path, tiktoken_pattern, widths, vocab_size, window_filters,
+                            skip_invalid)
+    pieces: list[dict[int, np.ndarray]] = [{} for _ in range(n_buckets)]
+    held: dict[int, _Held] = {}
+    for h, ev in pe.evidence.items():
+        if ev.mode != "text":
+            raise ParameterError(f"hash-partitioned merging needs text evidence (one item per position), "
+                                 f"got mode {ev.mode!r}")
+        items = Items(ev.blocks, ev.dedup_ids, _narrow(ev.positions), _narrow(ev.text_index))
+        if n_buckets == 1:
+            pieces[0][h] = ev.dedup_ids
+            held[h] = _Held(items, None)
+            continue
+        b = hash_buckets(ev.dedup_ids, n_buckets)
+        order = np.argsort(b, kind="stable")
+        cuts = np.concatenate(([0], np.cumsum(np.bincount(b, minlength=n_buckets)))).tolist()
+        grouped = ev.dedup_ids[order]
+        for k in range(n_buckets):
+            pieces[k][h] = grouped[cuts[k]:cuts[k + 1]]
+        held[h] = _Held(replace(items, ids=grouped), order)
+    return replace(pe, evidence={h: without_items(ev) for h, ev in pe.evidence.items()}), pieces, held
+
+
+def dedup_bucket(pieces: list[dict[int, np.ndarray]]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """One bucket's task: ``pieces[j][h]`` are partition ``j``'s ids in the bucket (width ``h``),
+    partitions in corpus order, each in position order, so an id's first place in their
+    concatenation is its first global position (every item of an id is in this bucket). Returns
+    per width the kept flags of the concatenation, bit-packed (``np.packbits``), and where each
+    partition's piece starts in it ``(P + 1,)``."""
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for h in (pieces[0] if pieces else {}):
+        parts = [p[h] for p in pieces]
+        starts = np.concatenate(([0], np.cumsum([a.size for a in parts]))).astype(np.int64)
+        out[h] = (np.packbits(first_occurrence_mask(np.concatenate(parts))), starts)
+    return out
+
+
+def _flags(packed: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Flags ``lo`` to ``hi`` of a bit-packed bool array, ``(hi - lo,)`` bool."""
+    bits = np.unpackbits(packed[lo // 8:-(-hi // 8)])
+    return bits[lo % 8:lo % 8 + hi - lo].view(bool)
+
+
+def kept_items(mapped: MapResult, buckets: list[dict[int, tuple[np.ndarray, np.ndarray]]], j: int,
+               text_start: int, token_start: int) -> dict[int, Items]:
+    """Partition ``j``'s finish: its items (``mapped``: what :func:`partition_buckets` returned)
+    that every bucket (``buckets``: what :func:`dedup_bucket` returned, in bucket order) kept,
+    placed at global text ``text_start`` and token ``token_start``, per width, in position order."""
+    out: dict[int, Items] = {}
+    for h, held in mapped[2].items():
+        flags = np.concatenate([_flags(bk[h][0], int(bk[h][1][j]), int(bk[h][1][j + 1])) for bk in buckets])
+        it = held.items
+        ids = it.ids
+        if held.order is not None:  # from bucket order back to position order
+            mask = np.empty(flags.size, dtype=bool)
+            mask[held.order] = flags
+            flags = mask
+            ids = np.empty_like(it.ids)
+            ids[held.order] = it.ids
+        idx = np.flatnonzero(flags)
+        out[h] = Items(np.take(it.blocks, idx, axis=0), ids[idx], it.positions[idx] + np.int64(token_start),
+                       it.text_index[idx] + np.int64(text_start))
+    return out
+
+
+def merged_evidence(metas: list[PartitionEvidence], kept: list[dict[int, Items]], h: int) -> Evidence:
+    """The corpus' evidence of width ``h`` from the partitions' tasks (:func:`partition_buckets`'
+    first part, in corpus order) and their finishes (:func:`kept_items`): what
+    :func:`fingerprint.verify.evidence.merge` gives for the partitions' own evidence, array for
+    array. The finishes' width-``h`` items are dropped from ``kept`` as they are used."""
+    text_start, token_start = _offsets(metas)
+    parts = [k.pop(h) for k in kept]
+    blocks = np.concatenate([it.blocks for it in parts])
+    ids = np.concatenate([it.ids for it in parts])
+    pos = np.concatenate([it.positions for it in parts])
+    text = np.concatenate([it.text_index for it in parts])
+    del parts
+    return merge_distinct([placed_at(pe.evidence[h], int(text_start[j]), int(token_start[j]))
+                           for j, pe in enumerate(metas)], blocks, ids, pos, text)
+
+
+class Assembly:
+    """The corpus' kept items, placed into whole-corpus arrays as each partition's finish
+    (:func:`kept_items`) arrives, in any order (a partition waits for those before it), so that
+    the copying overlaps the workers' work and the evidence is ready when the last one is in.
+    :meth:`start` takes the partitions' tasks' first parts (corpus order) and gives each finish
+    its offsets; :meth:`add` takes finish ``j``; :meth:`evidence` gives what
+    :func:`merged_evidence` gives. The arrays are reserved at the partitions' item counts before
+    de-duplication (untouched pages cost no memory) and the evidence holds their filled part."""
+
+    def __init__(self) -> None:
+        self.metas: list[PartitionEvidence] = []
+        self._waiting: dict[int, dict[int, Items]] = {}
+        self._next = 0
+        self._arrays: dict[int, Items] = {}
+        self._filled: dict[int, int] = {}
+
+    def start(self, metas: list[PartitionEvidence]) -> list[tuple[int, int]]:
+        self.metas = list(metas)
+        return _finish_args(self.metas)
+
+    def add(self, j: int, kept: dict[int, Items]) -> None:
+        self._waiting[j] = kept
+        while self._next in self._waiting:
+            for h, it in self._waiting.pop(self._next).items():
+                out = self._arrays.get(h)
+                if out is None:
+                    cap = sum(pe.evidence[h].counts.scored for pe in self.metas)
+                    out = self._arrays[h] = Items(np.empty((cap, *it.blocks.shape[1:]), dtype=it.blocks.dtype),
+                                                  np.empty(cap, dtype=it.ids.dtype), np.empty(cap, dtype=np.int64),
+                                                  np.empty(cap, dtype=np.int64))
+                    self._filled[h] = 0
+                at, n = self._filled[h], len(it)
+                out.blocks[at:at + n] = it.blocks
+                out.ids[at:at + n] = it.ids
+                out.positions[at:at + n] = it.positions
+                out.text_index[at:at + n] = it.text_index
+                self._filled[h] = at + n
+            self._next += 1
+
+    def evidence(self, h: int) -> Evidence:
+        if self._next != len(self.metas) or h not in self._arrays:
+            raise ParameterError(f"the corpus' items are not all in ({self._next} of {len(self.metas)} partitions)")
+        text_start, token_start = _offsets(self.metas)
+        n, it = self._filled[h], self._arrays[h]
+        return merge_distinct([placed_at(pe.evidence[h], int(text_start[j]), int(token_start[j]))
+                               for j, pe in enumerate(self.metas)], it.blocks[:n], it.ids[:n], it.positions[:n],
+                              it.text_index[:n])
+
+
+def _finish_args(metas: list[PartitionEvidence]) -> list[tuple[int, int]]:
+    text_start, token_start = _offsets(metas)
+    return [(int(text_start[j]), int(token_start[j])) for j in range(len(metas))]
+
+
+def _offsets(metas: list[PartitionEvidence]) -> tuple[np.ndarray, np.ndarray]:
+    """Global index of each partition's first text and first token, ``(P + 1,)`` each."""
+    return (np.concatenate(([0], np.cumsum([pe.n_texts for pe in metas]))).astype(np.int64),
+            np.concatenate(([0], np.cumsum([pe.n_tokens for pe in metas]))).astype(np.int64))
+
+
+@dataclass
 class ScaledVerification:
     """The result of :func:`verify_partitions`: the verify result, the suspect inputs as the
     report lists them (files, skipped records, failed requests, stopping rules; no texts) and
@@ -127,12 +328,14 @@ def verify_partitions(inputs: Sequence[str], keys: Sequence[FingerprintKey], tok
     parts = plan_partitions(paths)
     say(f"{len(paths):,} file(s), {len(parts):,} partition(s)" + (f" on {engine.workers} Dask worker(s)"
                                                                    if engine is not None else ""))
-    got: dict[int, PartitionEvidence] = {}
-    for i, pe in run_ordered(engine, partition_evidence, parts, columns, str(tokenizer.source),
-                             getattr(tokenizer, "pattern", None), widths, vocab, window_filters, skip_invalid,
-                             what="partitions", progress=progress):
-        got[i] = pe
-    ordered = [got[i] for i in range(len(parts))]
+    workers = 1 if engine is None else max(1, engine.workers)
+    n_buckets = -(-max(1, -(-len(parts) // PARTITIONS_PER_BUCKET)) // workers) * workers
+    assembly = Assembly()
+    ordered, _ = run_shuffle(engine, partition_buckets, parts,
+                             (columns, str(tokenizer.source), getattr(tokenizer, "pattern", None), widths, vocab,
+                              window_filters, skip_invalid, n_buckets),
+                             dedup_bucket, n_buckets, kept_items, assembly.start, consume=assembly.add,
+                             what="partitions", progress=progress)
     suspect = ExchangeSet(exchanges=[], files=files_of(parts, [pe.batch for pe in ordered],
                                                                     [pe.n_texts for pe in ordered]),
                           skipped=[s for pe in ordered for s in pe.batch.exchanges.skipped],
@@ -144,15 +347,13 @@ def verify_partitions(inputs: Sequence[str], keys: Sequence[FingerprintKey], tok
         say(f"evidence gathered with a stopping rule ({suspect.stopping_rules[0]['file']}): the anytime-valid "
             f"p-value decides")
         options = replace(options, optional_stopping=True)
-    text_start = np.concatenate(([0], np.cumsum([pe.n_texts for pe in ordered])))
-    token_start = np.concatenate(([0], np.cumsum([pe.n_tokens for pe in ordered])))
-    say("merging partition evidence (global de-duplication)")
-    evidence = [merge(*[placed_at(pe.evidence[h], int(text_start[j]), int(token_start[j]))
-                        for j, pe in enumerate(ordered)]) for h in widths]
+    say(f"merging partition evidence (global de-duplication in {n_buckets} hash bucket(s))")
+    evidence = [assembly.evidence(h) for h in widths]
+    del assembly
     filter_size = None if window_filters is None else len(window_filters[widths[-1]])
     chars = [pe.n_chars for pe in ordered]
     problem = None if None in chars else tokenizer_fit_problem(sum(c for c in chars if c is not None),
-                                                               int(token_start[-1]))
+                                                               sum(pe.n_tokens for pe in ordered))
     result = verify_evidence(evidence, keys, options=options, notes=notes, tokenizer_vocab_size=tokenizer.vocab_size,
                              window_filter_size=filter_size, progress=progress, input_problem=problem,
                              decoy_runner=None if engine is None else task_runner(engine))

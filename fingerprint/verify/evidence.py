@@ -31,7 +31,7 @@ from ..prf import encode_tuples
 from ..windows import WindowFilter, first_occurrence_mask, select_tuples, tuple_table
 
 __all__ = ["Evidence", "ItemCounts", "merge", "text_evidence", "keep_first_positions", "placed_at", "DUPLICATE_RULE",
-           "MODES"]
+           "MODES", "hash_buckets", "without_items", "merge_distinct"]
 
 MODES = ("text", "logprobs", "reading")
 
@@ -248,3 +248,57 @@ def merge(*shards: Evidence) -> Evidence:
                     tuple(ids_all[i] for i in t_order),
                     np.concatenate([s.text_tokens for s in shards])[t_order], numbers[t_order],
                     min(s.text_start for s in starts), min(s.token_start for s in starts))
+
+
+def hash_buckets(ids: np.ndarray, n_buckets: int) -> np.ndarray:
+    """Bucket of each de-duplication id, ``(n,)`` uint64 -> ``(n,)`` uint16 (``n_buckets <= 65536``)
+    or int64: a fixed unkeyed multiplicative hash, so equal ids always share a bucket and any
+    id set spreads evenly. De-duplicating each bucket on its own (first position wins) is
+    de-duplicating the whole corpus: the seam of a hash-partitioned merge."""
+    if not 1 <= n_buckets <= 1 << 32:
+        raise ParameterError(f"n_buckets must be between 1 and 2**32, got {n_buckets}")
+    ids = np.asarray(ids, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        top = (ids * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)  # the mixed high 32 bits
+        b = (top * np.uint64(n_buckets)) >> np.uint64(32)  # in [0, n_buckets), no division
+    return b.astype(np.uint16 if n_buckets <= 1 << 16 else np.int64)
+
+
+def without_items(ev: Evidence) -> Evidence:
+    """``ev`` holding no items, with its texts and counts (``counts.scored`` still the number
+    of items it had): what :func:`merge_distinct` needs of a shard whose items were
+    de-duplicated elsewhere."""
+    empty = np.zeros(0, dtype=np.int64)
+    return Evidence(ev.mode, ev.context_width, ev.vocab_size, ev.blocks[:0], ev.dedup_ids[:0], empty, empty,
+                    None if ev.weights is None else ev.weights[:0], ev.counts, ev.text_ids, ev.text_tokens,
+                    ev.text_numbers, ev.text_start, ev.token_start)
+
+
+def merge_distinct(shards: "list[Evidence] | tuple[Evidence, ...]", blocks: np.ndarray, dedup_ids: np.ndarray,
+                   positions: np.ndarray, text_index: np.ndarray, weights: np.ndarray | None = None) -> Evidence:
+    """What :func:`merge` gives for ``shards`` (placed at their global offsets, items dropped:
+    :func:`without_items`) whose items were de-duplicated globally elsewhere -- for example
+    bucket by bucket (:func:`hash_buckets`), each bucket keeping the first global position of
+    each of its ids. ``blocks`` ``(n, k, 4)``, ``dedup_ids``, ``positions``, ``text_index``
+    ``(n,)`` (and ``weights``) are the surviving items in position order; the items each shard
+    had before are its ``counts.scored``, so the extra duplicates are their sum minus ``n``."""
+    if not shards:
+        raise ParameterError("merge_distinct needs at least one evidence object")
+    if any(len(s) for s in shards):
+        raise ParameterError("merge_distinct takes shards without their items (without_items)")
+    shell = merge(*shards)
+    n = int(positions.size)
+    if not (blocks.shape[0] == dedup_ids.size == text_index.size == n) or (
+            weights is not None and weights.size != n):
+        raise ParameterError("merge_distinct: the item arrays differ in length")
+    if n > 1 and not bool((positions[1:] >= positions[:-1]).all()):
+        raise ParameterError("merge_distinct: items must come in position order")
+    before = sum(s.counts.scored for s in shards)
+    if n > before:
+        raise ParameterError(f"merge_distinct: {n} items, more than the shards' {before}")
+    dropped = dict(shell.counts.dropped)
+    rule = DUPLICATE_RULE[shell.mode]
+    dropped[rule] = dropped.get(rule, 0) + before - n
+    return Evidence(shell.mode, shell.context_width, shell.vocab_size, blocks, dedup_ids, positions, text_index,
+                    weights, ItemCounts(shell.counts.tokens_read, n, dropped), shell.text_ids, shell.text_tokens,
+                    shell.text_numbers, shell.text_start, shell.token_start)
