@@ -123,6 +123,24 @@ def _bar(done: int, total: int, t0: float, what: str) -> str:
     return f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {time.perf_counter() - t0:.0f}s"
 
 
+def _reporter(progress: Callable[[str], None] | None) -> Callable[[int, int, str], None]:
+    """``report(done, of, label)``: a bar on a terminal's stderr, else a line per tenth of the
+    work through ``progress``; nothing without ``progress``. The clock starts now."""
+    t0 = time.perf_counter()
+    tty = progress is not None and sys.stderr.isatty()
+
+    def report(done: int, of: int, label: str) -> None:
+        if progress is None:
+            return
+        if tty:
+            sys.stderr.write(_bar(done, of, t0, label) + ("\n" if done == of else ""))
+            sys.stderr.flush()
+        elif done == of or done % max(1, of // 10) == 0:
+            progress(f"{label}: {done}/{of} ({time.perf_counter() - t0:.0f}s)")
+
+    return report
+
+
 def run_ordered(engine: Engine | None, fn: Callable[..., Any], items: Sequence[Any], *args: Any,
                 what: str = "partitions", progress: Callable[[str], None] | None = None,
                 **kwargs: Any) -> Iterable[tuple[int, Any]]:
@@ -130,17 +148,10 @@ def run_ordered(engine: Engine | None, fn: Callable[..., Any], items: Sequence[A
     ``engine`` is None); yields ``(index, result)`` as results arrive. Progress: a bar on a
     terminal's stderr, else a line per tenth of the work through ``progress``."""
     total = len(items)
-    t0 = time.perf_counter()
-    tty = progress is not None and sys.stderr.isatty()
+    tell = _reporter(progress)
 
     def report(done: int) -> None:
-        if progress is None:
-            return
-        if tty:
-            sys.stderr.write(_bar(done, total, t0, what) + ("\n" if done == total else ""))
-            sys.stderr.flush()
-        elif done == total or done % max(1, total // 10) == 0:
-            progress(f"{what}: {done}/{total} ({time.perf_counter() - t0:.0f}s)")
+        tell(done, total, what)
 
     if engine is None:
         for i, item in enumerate(items):
@@ -206,17 +217,7 @@ def run_shuffle(engine: Engine | None, map_fn: Callable[..., tuple[Any, Sequence
 
     client = engine.client
     total = len(items)
-    t0 = time.perf_counter()
-    tty = progress is not None and sys.stderr.isatty()
-
-    def report(done: int, of: int, label: str) -> None:
-        if progress is None:
-            return
-        if tty:
-            sys.stderr.write(_bar(done, of, t0, label) + ("\n" if done == of else ""))
-            sys.stderr.flush()
-        elif done == of or done % max(1, of // 10) == 0:
-            progress(f"{label}: {done}/{of} ({time.perf_counter() - t0:.0f}s)")
+    report = _reporter(progress)
 
     shared = [client.scatter(a, broadcast=True) if _big(a) else a for a in args]
     futures = client.map(map_fn, list(items), *[[a] * total for a in shared], pure=False)
@@ -235,7 +236,7 @@ def run_shuffle(engine: Engine | None, map_fn: Callable[..., tuple[Any, Sequence
             done += 1
             report(done, total, what)
         extra = finish_args(metas)
-        t0 = time.perf_counter()
+        report = _reporter(progress)  # the finishing phase has its own clock
         finals = [client.submit(finish_fn, futures[j], reducers, j, *extra[j], pure=False) for j in range(total)]
         position = {f.key: j for j, f in enumerate(finals)}
         out: list[Any] = [None] * total
