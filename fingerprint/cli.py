@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
-from .display import format_alpha
+from .display import format_alpha, format_plain_p
 from .errors import FingerprintError, ParameterError
 from .keys import FingerprintKey
 from .schemes import SCHEMES
@@ -32,13 +32,6 @@ def _progress(msg: str) -> None:
 def _n(count: int, word: str, plural: str | None = None) -> str:
     """``1 response``, ``2 responses``, ``1,024 tokens`` (``plural`` when adding an s is wrong)."""
     return f"{count:,} {word if count == 1 else plural or word + 's'}"
-
-
-def _p(pvalue: float) -> str:
-    """A p-value given as a probability (not its log10), through the one formatter."""
-    from .report import format_pvalue
-
-    return format_pvalue(math.log10(max(pvalue, 1e-320)))
 
 
 def _parse_param(text: str) -> tuple[str, object]:
@@ -327,7 +320,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         eff = r["effect"]
         ci = "n/a" if eff["value"] is None else f"{eff['value']:+.4f} [{eff['ci_low']:+.4f}, {eff['ci_high']:+.4f}]"
         d = r["decoys"]
-        dec = "none" if d is None else f"{'pass' if d['passed'] else 'FAIL'} KS p {_p(d['ks_pvalue'])}"
+        dec = "none" if d is None else f"{'pass' if d['passed'] else 'FAIL'} KS p {format_plain_p(d['ks_pvalue'])}"
         post = "> 0.999999" if r["posterior"] > 0.999999 else f"{r['posterior']:.6f}"
         print(f"{r['key_id'][:14]:<14} {r['scheme']:<10} {r['n_scored']:>9,} "
               f"{format_pvalue(r['holm_log10_pvalue']):>12} {_anytime_cell(r):>11} {ci:>30} {dec:>16} "
