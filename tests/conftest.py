@@ -41,21 +41,37 @@ def distilled(teacher: Teacher):
     return key, pool, students
 
 
+def _seeded_token_bytes(name: str):
+    import hashlib
+
+    counter = iter(range(1 << 30))
+
+    def token_bytes(n: int) -> bytes:
+        return hashlib.shake_256(f"{name}:{next(counter)}".encode()).digest(n)
+
+    return token_bytes
+
+
+@pytest.fixture(scope="module", autouse=True)
+def deterministic_module_key_secrets(request):
+    """The same for keys made by module-scoped fixtures (set up before any test's own seeding):
+    a stream seeded by the module's name. Without it a module fixture's key came from the OS and a
+    test on it could fail one run in a thousand."""
+    import fingerprint.keys as keys
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(keys._secrets, "token_bytes", _seeded_token_bytes(request.node.nodeid))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def deterministic_key_secrets(request, monkeypatch):
     """Keys made in-process by a test come from a stream seeded by the test's name, so every run
     of the suite sees the same keys (and the same statistics). Keys made by subprocesses still
     use the OS CSPRNG."""
-    import hashlib
-
     import fingerprint.keys as keys
 
-    counter = iter(range(1 << 30))
-
-    def token_bytes(n: int) -> bytes:
-        return hashlib.shake_256(f"{request.node.nodeid}:{next(counter)}".encode()).digest(n)
-
-    monkeypatch.setattr(keys._secrets, "token_bytes", token_bytes)
+    monkeypatch.setattr(keys._secrets, "token_bytes", _seeded_token_bytes(request.node.nodeid))
 
 
 @pytest.fixture(scope="session")
