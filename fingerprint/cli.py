@@ -791,7 +791,8 @@ def build_parser() -> argparse.ArgumentParser:
     cust = ver.add_argument_group("chain of custody (checked first, before anything is scored)")
     cust.add_argument("--public-key", action="append", metavar="PUB",
                       help="the investigator's public key (from `fingerprint evidence keygen`; repeatable): every "
-                           "input must be evidence whose manifest it signed (default: signatures checked against "
+                           "suspect input must be evidence whose manifest it signed (--served logs are the owner's: "
+                           "their chain is checked, no signature asked; default: signatures checked against "
                            "each manifest's own key only)")
     cust.add_argument("--accept-broken-chain", action="store_true",
                       help="score evidence whose hash chain or signatures do not hold (a break, a gap, a torn or "
