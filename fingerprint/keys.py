@@ -48,11 +48,11 @@ def _key_id(secret: bytes) -> str:
     return hashlib.blake2b(secret, digest_size=16, person=b"fingerprint.kid1").hexdigest()
 
 
-def _mac(secret: bytes, data: dict[str, Any]) -> str:
-    """HMAC-SHA256 over the canonical JSON of the :data:`_MAC_FIELDS` of ``data`` (as stored in
-    the file), keyed by a BLAKE2b derivation of the secret."""
+def _mac(secret: bytes, data: dict[str, Any], fields: tuple[str, ...] = _MAC_FIELDS) -> str:
+    """HMAC-SHA256 over the canonical JSON of the ``fields`` of ``data`` (as stored in the file),
+    keyed by a BLAKE2b derivation of the secret."""
     mac_key = hashlib.blake2b(secret, digest_size=32, person=b"fingerprint.mac1").digest()
-    body = json.dumps({f: data[f] for f in _MAC_FIELDS}, sort_keys=True, separators=(",", ":"),
+    body = json.dumps({f: data[f] for f in fields}, sort_keys=True, separators=(",", ":"),
                       ensure_ascii=True, allow_nan=False)
     return hmac.new(mac_key, body.encode("ascii"), hashlib.sha256).hexdigest()
 
@@ -181,7 +181,8 @@ class FingerprintKey:
         if not isinstance(data, dict):
             raise KeyFileError(f"{source}: expected a JSON object, got {type(data).__name__}")
         if data.get("format") != _FORMAT:
-            raise KeyFileError(f"{source}: field 'format' must be {_FORMAT!r}, got {data.get('format')!r}")
+            hint = " (this is a keyring: use --keyring)" if data.get("format") == "fingerprint-keyring" else ""
+            raise KeyFileError(f"{source}: field 'format' must be {_FORMAT!r}, got {data.get('format')!r}{hint}")
         version = data.get("version")
         if type(version) is not int or version not in (1, _VERSION):
             raise KeyFileError(f"{source}: field 'version' must be 1 or {_VERSION}, got {version!r}")

@@ -135,7 +135,7 @@ class KeyedPRF:
             encryptor.update_into(memoryview(chained).cast("B"),
                                   memoryview(out).cast("B"))  # type: ignore[arg-type]
         encryptor.finalize()
-        return state.view("<u8")[:, 0].astype(np.uint64)
+        return state.view("<u8")[:, 0].astype(np.uint64, copy=False)  # a strided view: no copy on little-endian machines
 
 
 @functools.lru_cache(maxsize=16)

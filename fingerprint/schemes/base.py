@@ -141,6 +141,11 @@ class Scheme(abc.ABC):
         """Per-tuple scores ``(n,)`` of tuples encoded with :func:`fingerprint.prf.encode_tuples`."""
         return self._tuple_scores(self._prf.values_of_blocks(blocks))
 
+    def total_of_blocks(self, blocks: np.ndarray) -> float:
+        """The statistic (sum of per-tuple scores) of tuples encoded with
+        :func:`fingerprint.prf.encode_tuples`: what many-key scoring (keyrings, decoys) needs."""
+        return float(self.scores_of_blocks(blocks).sum(dtype=np.float64))
+
     #: True when every distinct (window, token) pair gets an independent score under H0, drawn
     #: from the scheme's per-item null, whatever the other pairs (same window or not). The logprob
     #: statistic (several candidates per window), reading mode and the strength guard's

@@ -50,6 +50,9 @@ class GreenlistScheme(Scheme):
     def _tuple_scores(self, values: np.ndarray) -> np.ndarray:
         return self.green_mask(values).astype(np.int8)
 
+    def total_of_blocks(self, blocks: np.ndarray) -> float:
+        return float(np.count_nonzero(self.green_mask(self._prf.values_of_blocks(blocks))))
+
     def null(self, n_items: int, *, blocks: np.ndarray | None = None,
              weights: np.ndarray | None = None) -> NullModel:
         """Binom(n, gamma) for the green count; a weighted Bernoulli(gamma) sum with weights."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from .bayes import log10_bayes_factor_binomial, log10_bayes_factor_gamma, posterior_probability
 from .exact import (Effect, TestResult, binomial_test, gamma_test, log10_binomial_sf_array, log10_gamma_sf_array,
                     log_binomial_sf, log_gamma_sf)
-from .multiple import holm
+from .multiple import benjamini_hochberg, holm, sidak_min
 from .nulls import (BinomialNull, GammaNull, NullModel, ShiftNull, WeightedBernoulliNull,
                     WeightedExponentialNull)
 from .saddlepoint import weighted_bernoulli_test, weighted_exponential_test
@@ -23,7 +23,7 @@ __all__ = [
     "Effect", "TestResult", "binomial_test", "gamma_test", "log_binomial_sf", "log_gamma_sf",
     "log10_binomial_sf_array", "log10_gamma_sf_array",
     "log10_bayes_factor_binomial", "log10_bayes_factor_gamma", "posterior_probability",
-    "holm",
+    "holm", "benjamini_hochberg", "sidak_min",
     "NullModel", "BinomialNull", "GammaNull", "ShiftNull", "WeightedBernoulliNull", "WeightedExponentialNull",
     "weighted_bernoulli_test", "weighted_exponential_test",
 ]

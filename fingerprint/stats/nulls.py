@@ -132,6 +132,11 @@ class NullModel(abc.ABC):
         return TestResult(self.test_name, float(total), self.n_items, self.null_rate, min(0.0, log10_p),
                           self.effect(total, confidence_level=confidence_level))
 
+    def tests(self, totals: np.ndarray, *, confidence_level: float = 0.95) -> list[TestResult]:
+        """:meth:`test` of each of many observed totals ``(k,)`` (many keys on the same items);
+        nulls with a closed-form interval do it in one array pass."""
+        return [self.test(float(t), confidence_level=confidence_level) for t in np.asarray(totals, dtype=np.float64)]
+
     # ---- what the data could detect -----------------------------------------------------
     def _total_range(self) -> tuple[float, float]:
         """Totals between which the critical value is searched."""
@@ -219,6 +224,27 @@ class BinomialNull(NullModel):
 
     def test(self, total: float, *, confidence_level: float = 0.95) -> TestResult:
         return binomial_test(int(round(total)), int(self.n_trials), self.p, confidence_level=confidence_level)
+
+    def tests(self, totals: np.ndarray, *, confidence_level: float = 0.95) -> list[TestResult]:
+        """As :meth:`test` for each total ``(k,)``: exact tails and Clopper-Pearson intervals
+        (beta quantiles) in one array pass each."""
+        check_confidence_level(confidence_level)
+        k = np.rint(np.asarray(totals, dtype=np.float64))
+        n, p = int(self.n_trials), self.p
+        if k.size == 0:
+            return []
+        if n == 0:
+            return [self.test(float(t), confidence_level=confidence_level) for t in k]
+        if (k < 0).any() or (k > n).any():
+            raise ParameterError(f"totals must be counts in [0, {n}]")
+        log10 = np.minimum(0.0, self.log10_sf(k))
+        a = 1.0 - confidence_level
+        with np.errstate(invalid="ignore"):
+            low = np.where(k > 0, stats.beta.ppf(a / 2, np.maximum(k, 1), n - k + 1), 0.0)
+            high = np.where(k < n, stats.beta.ppf(1 - a / 2, k + 1, np.maximum(n - k, 1)), 1.0)
+        return [TestResult("binomial", float(ki), n, p, float(lp),
+                           Effect(float(ki / n - p), float(lo) - p, float(hi) - p, confidence_level, "clopper-pearson"))
+                for ki, lp, lo, hi in zip(k, log10, low, high)]
 
     def log10_bayes_factor(self, total: float, effect_max: float | None = None) -> float:
         e = self.effect_prior_default if effect_max is None else effect_max

@@ -39,7 +39,7 @@ from .evidence import Evidence, ItemCounts, text_evidence
 from .result import (BayesSummary, DecoySummary, KeyResult, ResponseScores, Sufficiency, TrajectoryPoint,
                      VerifyOptions, VerifyResult)
 
-__all__ = ["verify", "verify_evidence", "verify_exchanges", "key_vocab_notes", "tokenizer_fit_problem", "decoy_rows", "decoy_segment_sums", "TaskRunner", "Progress"]
+__all__ = ["verify", "verify_evidence", "verify_exchanges", "key_vocab_notes", "text_evidence_by_width", "tokenizer_fit_problem", "decoy_rows", "decoy_segment_sums", "TaskRunner", "Progress"]
 
 Progress = Callable[[str], None]
 
@@ -447,11 +447,29 @@ def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None
         raise ParameterError(f"verify() takes token ids (text mode); use verify_exchanges for mode {options.mode!r}")
     key_list = _as_keys(keys)
     say = progress or _quiet
+    vocab = max(k.vocab_size for k in key_list)  # one id packing for the evidence and its window filter
+    widths = list(dict.fromkeys(key.scheme_object().context_width for key in key_list))
+    evidence, filter_size = text_evidence_by_width(
+        np.asarray(tokens), np.asarray(offsets), widths=widths, vocab_size=vocab,
+        prompt_tokens=None if prompt_tokens is None else np.asarray(prompt_tokens), prompt_offsets=prompt_offsets,
+        served_tokens=None if served_tokens is None else np.asarray(served_tokens), served_offsets=served_offsets, window_filters=window_filters,
+        text_ids=text_ids, progress=say)
+    return verify_evidence(list(evidence.values()), key_list, options=options, window_filter_size=filter_size,
+                           progress=say, input_problem=input_problem)
+
+
+def text_evidence_by_width(tokens: np.ndarray, offsets: np.ndarray, *, widths: Sequence[int], vocab_size: int,
+                           prompt_tokens: np.ndarray | None = None, prompt_offsets: np.ndarray | None = None,
+                           served_tokens: np.ndarray | None = None, served_offsets: np.ndarray | None = None,
+                           window_filters: dict[int, WindowFilter] | None = None,
+                           text_ids: Sequence[str] | None = None, progress: Progress | None = None
+                           ) -> tuple[dict[int, Evidence], int | None]:
+    """Text-mode evidence for each context width in ``widths`` (flat ids and offsets as for
+    :func:`verify`), and the size of the window filter applied (None without one)."""
+    say = progress or _quiet
     evidence: dict[int, Evidence] = {}
     filter_size = None
-    vocab = max(k.vocab_size for k in key_list)  # one id packing for the evidence and its window filter
-    for key in key_list:
-        h = key.scheme_object().context_width
+    for h in widths:
         if h in evidence:
             continue
         wf = None
@@ -461,16 +479,16 @@ def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None
             wf = window_filters[h]
             filter_size = len(wf)
         elif served_tokens is not None:
-            wf = WindowFilter.from_tokens(np.asarray(served_tokens), np.asarray(served_offsets), h, vocab_size=vocab)
+            wf = WindowFilter.from_tokens(np.asarray(served_tokens), np.asarray(served_offsets), h,
+                                          vocab_size=vocab_size)
             filter_size = len(wf)
         say(f"selecting tuples (h={h}): prompt exclusion, filter, de-duplication")
         evidence[h] = text_evidence(np.asarray(tokens), np.asarray(offsets), context_width=h,
-                                    vocab_size=vocab,
+                                    vocab_size=vocab_size,
                                     prompt_tokens=None if prompt_tokens is None else np.asarray(prompt_tokens),
                                     prompt_offsets=None if prompt_offsets is None else np.asarray(prompt_offsets),
                                     window_filter=wf, text_ids=None if text_ids is None else list(text_ids))
-    return verify_evidence(list(evidence.values()), key_list, options=options, window_filter_size=filter_size,
-                           progress=say, input_problem=input_problem)
+    return evidence, filter_size
 
 
 def key_vocab_notes(tokenizer, keys: Sequence[FingerprintKey]) -> list[str]:
