@@ -76,6 +76,10 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         if name not in cls.secret_options:
             owners = [n for n, c in SCHEMES.items() if name in c.secret_options]
             raise FingerprintError(f"--{name.replace('_', '-')} applies only to scheme(s) {', '.join(owners)}")
+    if args.keyring:
+        return _write_keyring(args, params, given)
+    if args.cohorts is not None or args.cohorts_file or args.assign:
+        raise FingerprintError("--cohorts, --cohorts-file and --assign apply only with --keyring")
     if given:
         secret, params = cls.secret_from_options(params, given)
         key = FingerprintKey(secret, args.scheme, params, args.vocab_size)
@@ -86,6 +90,40 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     print(f"key_id     {key.key_id}")
     print(f"scheme     {key.scheme} {key.params}")
     print(f"vocab_size {key.vocab_size}")
+    return EXIT_OK
+
+
+def _read_cohort_ids(path: str) -> list[str]:
+    """Cohort ids from a file, one per line (blank lines and lines starting with # skipped)."""
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FingerprintError(f"--cohorts-file {path}: cannot read ({exc})") from None
+    ids = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not ids:
+        raise FingerprintError(f"--cohorts-file {path}: no cohort ids (one per line)")
+    return ids
+
+
+def _write_keyring(args: argparse.Namespace, params: dict[str, object], given: dict[str, object]) -> int:
+    from .keyring import Keyring
+
+    if given:
+        raise FingerprintError(f"--{next(iter(given)).replace('_', '-')} gives one key's secret; a keyring derives "
+                               f"every cohort's key from its own master")
+    if (args.cohorts is None) == (not args.cohorts_file):
+        raise FingerprintError("--keyring needs exactly one of --cohorts N and --cohorts-file FILE")
+    cohorts: int | list[str] = args.cohorts if args.cohorts is not None else _read_cohort_ids(args.cohorts_file)
+    ring = Keyring.generate(args.scheme, vocab_size=args.vocab_size, cohorts=cohorts, assign=args.assign, **params)
+    ring.save(args.out, overwrite=args.force)
+    print(f"wrote {args.out} (mode 0600): one master secret; cohort keys are derived from it on demand")
+    print(f"ring_id    {ring.ring_id}")
+    print(f"scheme     {ring.scheme} {ring.params}")
+    print(f"vocab_size {ring.vocab_size}")
+    print(f"cohorts    {ring.n_cohorts:,} ({ring.cohorts[0]} ... {ring.cohorts[-1]}); account ids map "
+          + ("to themselves only" if ring.assign == "exact" else "to a bucket by a keyed hash"))
     return EXIT_OK
 
 
@@ -252,6 +290,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         if out:
             check_output_path(out, flag)
     custody = _check_custody(args)
+    if args.keyring:
+        if args.key:
+            raise FingerprintError("give --key or --keyring, not both")
+        return _verify_keyring(args, custody, progress, t0)
+    if not args.key:
+        raise FingerprintError("verify needs --key KEY (or --keyring RING)")
+    if args.correction != "holm":
+        raise FingerprintError("--correction applies to --keyring (several --key files are always Holm-corrected)")
     keys = [FingerprintKey.load(k, allow_insecure=args.allow_insecure_key) for k in args.key]
     tokenizer = load_tokenizer(args.tokenizer, tiktoken_pattern=args.tiktoken_pattern)
     columns = _columns(args)
@@ -337,6 +383,80 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                          if valid == {"anytime"} else "fixed-n (valid when the amount of evidence was fixed in "
                                                       "advance; the anytime-valid one holds under any stopping)"))
     print(f"verdict: {doc['verdict']} ({time.perf_counter() - t0:.1f}s)")
+    if args.fail_on_detect and doc["verdict"] == VERDICT_DETECTED:
+        return EXIT_DETECTED
+    return EXIT_OK
+
+
+def _verify_keyring(args: argparse.Namespace, custody, progress, t0: float) -> int:
+    """``verify --keyring``: the global test, the ranked cohorts, the reports."""
+    from .corpus import sha256_file
+    from .keyring import Keyring
+    from .report import write_json, write_text
+    from .report.keyring import (build_keyring_report, keyring_table_lines, render_keyring_html,
+                                 render_keyring_markdown)
+    from .scale.sources import read_corpus
+    from .tokenize import load_tokenizer
+    from .verify import VERDICT_DETECTED, VerifyOptions
+    from .verify.keyring import verify_keyring_exchanges, verify_keyring_tokens
+
+    if args.mode != "text":
+        raise ParameterError(f"--keyring verifies sampled text (--mode text), not --mode {args.mode}")
+    if args.dask:
+        raise ParameterError("--keyring runs in this process; --dask applies to --key")
+    if args.optional_stopping:
+        raise ParameterError("--keyring gives fixed-n p-values: --optional-stopping applies to --key")
+    ring = Keyring.load(args.keyring, allow_insecure=args.allow_insecure_key)
+    progress(f"keyring {ring.ring_id[:12]}: {ring.n_cohorts:,} cohorts, {ring.scheme}")
+    tokenizer = load_tokenizer(args.tokenizer, tiktoken_pattern=args.tiktoken_pattern)
+    columns = _columns(args)
+    probe = ring.cohort_key(ring.cohorts[0])
+    filters, served_listed, served_raw = _served_filters(args, [probe], tokenizer, columns, progress)
+    options = VerifyOptions(mode="text", alpha=args.alpha, n_decoys=args.decoys, decoy_seed=args.decoy_seed,
+                            prior_probability=args.prior, effect_prior_max=args.effect_prior_max)
+    progress(f"reading {_n(len(args.suspect), 'suspect input')}: {', '.join(args.suspect)}")
+    batch, _parts = read_corpus(args.suspect, columns, skip_invalid=args.skip_invalid)
+    suspect = batch.exchanges
+    if suspect.stopping_rules:
+        raise ParameterError(f"{suspect.stopping_rules[0]['file']}: evidence gathered with a stopping rule needs the "
+                             f"anytime-valid test of --key; --keyring gives fixed-n p-values")
+    if batch.tokens is not None:
+        result = verify_keyring_tokens(batch.tokens, batch.offsets, ring=ring, prompt_tokens=batch.prompt_tokens,
+                                       prompt_offsets=batch.prompt_offsets, window_filters=filters, options=options,
+                                       correction=args.correction, progress=progress)
+    else:
+        result = verify_keyring_exchanges(suspect, tokenizer, ring, options=options, served=served_raw,
+                                          window_filters=filters, correction=args.correction, progress=progress)
+    doc = build_keyring_report(result, suspect=suspect, served=served_listed, tokenizer_path=str(args.tokenizer),
+                               tokenizer_sha256=sha256_file(args.tokenizer), tokenizer_vocab_size=tokenizer.vocab_size)
+    doc["custody"] = custody.to_dict()
+    doc["notes"][:0] = custody.notes()
+    if args.responses_out:
+        raise ParameterError("--responses-out applies to --key")
+    if args.json:
+        write_json(doc, args.json)
+    if args.markdown:
+        write_text(render_keyring_markdown(doc), args.markdown)
+    if args.html:
+        write_text(render_keyring_html(doc), args.html)
+    print(f"\nfingerprint verify --keyring: {_n(doc['n_texts'], 'response')}, {_n(doc['n_tokens'], 'token')} read, "
+          f"{doc['n_scored']:,} distinct tuples scored by {ring.n_cohorts:,} cohort keys, alpha = {format_alpha(args.alpha)}")
+    print(f"global test (some cohort's outputs were learned): p = {doc['global']['pvalue_display']}")
+    for line in keyring_table_lines(doc):
+        print(line)
+    d = doc["decoys"]
+    if d is not None:
+        print(f"decoy cohorts: {d['k']} never served, KS p {format_plain_p(d['ks_pvalue'])}: "
+              f"{'pass' if d['passed'] else 'FAIL'}")
+    for c in custody.evidence:
+        print(f"custody: {c.describe()}")
+    for note in doc["notes"]:
+        print(f"note: {note}")
+    for label, path in (("json", args.json), ("markdown", args.markdown), ("html", args.html)):
+        if path:
+            print(f"{label} report: {path}")
+    print(f"cohorts identified ({args.correction}): {', '.join(doc['flagged']) or 'none'}")
+    print(f"verdict: {doc['verdict']}: {doc['reason']} ({time.perf_counter() - t0:.1f}s)")
     if args.fail_on_detect and doc["verdict"] == VERDICT_DETECTED:
         return EXIT_DETECTED
     return EXIT_OK
@@ -545,6 +665,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                              "of its ids")
     if args.model_file is not None and args.corpus:
         raise ParameterError("--corpus trains the demo teacher; it does not apply with --model-file")
+    if args.default_cohort is not None and not args.keyring:
+        raise ParameterError(f"--default-cohort {args.default_cohort}: needs --keyring (a single --key serves every "
+                             f"request alike)")
+    ring = None
+    if args.keyring:
+        from .keyring import Keyring
+
+        ring = Keyring.load(args.keyring, allow_insecure=args.allow_insecure_key)
+        if args.default_cohort is not None and args.default_cohort not in ring.cohorts:
+            raise ParameterError(f"--default-cohort {args.default_cohort!r} is not a cohort of --keyring "
+                                 f"{args.keyring} ({ring.n_cohorts} cohorts, e.g. {ring.cohorts[0]!r})")
+    if args.key:
+        from .keyring import is_keyring_file
+
+        if is_keyring_file(args.key):
+            raise ParameterError(f"--key {args.key} is a keyring file (a key per cohort): serve it with --keyring")
     scheme = FingerprintKey.load(args.key, allow_insecure=args.allow_insecure_key).scheme_object() if args.key else None
     t0 = time.perf_counter()
     if args.model_file is not None:
@@ -566,13 +702,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         teacher = build_teacher(args.corpus, vocab_size=args.bpe_vocab_size)
         model, tokenizer = teacher.model, teacher.tokenizer
     _progress(f"model ready: vocab {tokenizer.vocab_size:,} ({time.perf_counter() - t0:.1f}s)")
-    served = ServedModel(model, tokenizer, name=args.model_name, scheme=scheme)
+    if ring is not None and model.vocab_size != ring.vocab_size:
+        raise ParameterError(f"--keyring {args.keyring} has vocab_size {ring.vocab_size:,} but the model's logits have "
+                             f"width {model.vocab_size:,}: make the keyring with --vocab-size {model.vocab_size}")
+    served = ServedModel(model, tokenizer, name=args.model_name, scheme=scheme, keyring=ring,
+                         default_cohort=args.default_cohort)
     faults = Faults.mixed(args.faults, slow_seconds=args.slow_seconds) if args.faults else Faults()
     srv = serve(served, host=args.host, port=args.port, faults=faults, instant=args.instant)
-    if args.key:
+    if args.key or ring is not None:
         _progress("the logprobs this server reports are the model's distribution before the fingerprint is "
                   "applied: verify its answers with --mode text (--mode logprobs detects a student's learned bias)")
-    print(f"serving {args.model_name} on {srv.url} ({'fingerprinted with ' + args.key if args.key else 'no fingerprint'}"
+    if ring is not None:
+        marked = (f"a key per cohort from {args.keyring} ({ring.n_cohorts} cohorts, assign {ring.assign}; cohort "
+                  f"from X-Fingerprint-Cohort or `user`, "
+                  + (f"default {args.default_cohort}" if args.default_cohort is not None else "else HTTP 400") + ")")
+    else:
+        marked = 'fingerprinted with ' + args.key if args.key else 'no fingerprint'
+    print(f"serving {args.model_name} on {srv.url} ({marked}"
           f"{', instant answers' if args.instant else ''}); Ctrl-C stops", flush=True)
     try:
         while True:
@@ -719,6 +865,21 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--param", action="append", metavar="NAME=VALUE",
                     help="any scheme parameter by name (repeatable), e.g. for a scheme added with register_scheme "
                          "(default: the scheme's defaults)")
+    ring = kg.add_argument_group("keyrings: one key per cohort of accounts (verify --keyring tells which cohorts' "
+                                 "outputs a suspect learned from)")
+    ring.add_argument("--keyring", action="store_true",
+                      help="write a keyring instead of a single key: one master secret from which every cohort's "
+                           "key is derived (HKDF-SHA256 of the master and the cohort id)")
+    ring.add_argument("--cohorts", type=int, metavar="N",
+                      help="with --keyring: N hashed buckets bucket-0000 ...; any account id (the OpenAI `user` "
+                           "field) is served by the bucket a keyed hash of it picks")
+    ring.add_argument("--cohorts-file", metavar="FILE",
+                      help="with --keyring: cohort ids, one per line (account ids, resellers, regions, ...); an "
+                           "account must be one of them")
+    ring.add_argument("--assign", choices=["exact", "hash"],
+                      help="with --keyring: how an account id picks its cohort: exact (it must be a cohort id) or "
+                           "hash (other ids go to a bucket by keyed hash) (default: hash with --cohorts, exact with "
+                           "--cohorts-file)")
     kg.set_defaults(func=_cmd_keygen)
 
     ver = sub.add_parser(
@@ -733,8 +894,15 @@ def build_parser() -> argparse.ArgumentParser:
                "3 internal error (fingerprint --debug verify ... shows the traceback).")
     ver.add_argument("suspect", nargs="+", help="suspect exchanges (JSONL), evidence files, text files, Parquet "
                                                 "files, directories or globs of them")
-    ver.add_argument("--key", action="append", required=True, metavar="KEY",
-                     help="key file (from fingerprint keygen); repeat the flag for several keys (Holm-corrected)")
+    ver.add_argument("--key", action="append", metavar="KEY",
+                     help="key file (from fingerprint keygen); repeat the flag for several keys (Holm-corrected); "
+                          "this or --keyring is required")
+    ver.add_argument("--keyring", metavar="RING",
+                     help="a keyring (from fingerprint keygen --keyring) instead of --key: a global test that some "
+                          "cohort's outputs were learned, then which cohorts (text mode)")
+    ver.add_argument("--correction", choices=["holm", "bh"], default="holm",
+                     help="with --keyring: how cohorts are identified: holm (family-wise error at --alpha) or bh "
+                          "(Benjamini-Hochberg, false discovery rate at --alpha) (default holm)")
     ver.add_argument("--tokenizer", required=True,
                      help="the owner's tokenizer.json, or a tiktoken rank file (needs fingerprint[tiktoken])")
     ver.add_argument("--tiktoken-pattern", help="pre-tokenization regex for a tiktoken rank file "
@@ -931,10 +1099,20 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and echo. For demos, tests and benchmarks.")
     srv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     srv.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    srv.add_argument("--key", metavar="KEY", help="fingerprint every sampled token with this key (default: no "
-                                                  "fingerprint); reported logprobs are taken before it")
+    srv_keys = srv.add_mutually_exclusive_group()
+    srv_keys.add_argument("--key", metavar="KEY", help="fingerprint every sampled token with this key (default: no "
+                                                       "fingerprint); reported logprobs are taken before it")
+    srv_keys.add_argument("--keyring", metavar="FILE",
+                          help="fingerprint each request with its cohort's key from this keyring (from `fingerprint "
+                               "keygen --keyring`) instead of one key: the cohort named by the header "
+                               "X-Fingerprint-Cohort, else the cohort of the request's `user` field (the account "
+                               "id); a request with neither, or an account an exact keyring does not know, gets "
+                               "HTTP 400 unless --default-cohort is given")
+    srv.add_argument("--default-cohort", metavar="ID",
+                     help="with --keyring: the cohort (an id of the keyring) that serves requests naming no cohort "
+                          "or an unknown account (default: refuse them with HTTP 400)")
     srv.add_argument("--allow-insecure-key", action="store_true",
-                     help="use key files that others can write (refused otherwise)")
+                     help="use key or keyring files that others can write (refused otherwise)")
     srv.add_argument("--model-name", default="local-ngram",
                      help="model id the server reports, what collect --model sends (default local-ngram)")
     srv.add_argument("--instant", action="store_true", help="answer at once with a fixed text (benchmarks)")

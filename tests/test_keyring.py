@@ -163,3 +163,17 @@ def test_keyring_refuses_what_it_cannot_do(ring):
         verify_keyring_tokens([np.arange(50)], ring=ring, options=VerifyOptions(mode="logprobs"))
     with pytest.raises(ParameterError, match="correction"):
         verify_keyring_tokens([np.arange(50)], ring=ring, correction="bonferroni")
+
+
+def test_forked_scoring_gives_the_same_totals(human_text):
+    """Many cohort keys are split over forked processes; the totals must not change."""
+    from fingerprint.verify.evidence import text_evidence
+    from fingerprint.verify.keyring import cohort_totals
+
+    tokens, offsets = human_text
+    ev = text_evidence(tokens[:5000], np.array([0, 5000]), context_width=2, vocab_size=8192)
+    keys = Keyring.from_seed(4, "greenlist", vocab_size=8192, cohorts=1200).cohort_keys()
+    serial, _ = cohort_totals(ev, keys, processes=1)
+    forked, _ = cohort_totals(ev, keys, processes=2)
+    np.testing.assert_array_equal(serial, forked)
+    assert serial.std() > 0 and abs(serial.mean() / len(ev) - 0.25) < 0.01

@@ -7,6 +7,14 @@ Logprobs: chat ``logprobs`` + ``top_logprobs``; completions ``logprobs`` (top-k)
 OpenAI's legacy API and vLLM return them). With a fingerprint scheme the server samples
 through the scheme's embed side, as a lab's server would.
 
+With a :class:`~fingerprint.keyring.Keyring` the key is chosen per request: the cohort named
+by the header ``X-Fingerprint-Cohort`` (a cohort id of the ring), else the cohort of the body's
+``user`` field (:meth:`Keyring.cohort_for`), else the server's ``default_cohort``; a request
+with none of them (or whose account an exact ring does not know, without a default) is
+answered 400. The cohort is never echoed in a response (on a hash ring that would tell an
+account its bucket). In front of real users, the gateway must set or strip the header: a
+client that can send it chooses its key.
+
 It is the standard library's threading HTTP server (HTTP/1.1, keep-alive): no extra
 dependency, real sockets on 127.0.0.1. :class:`Faults` injects errors for tests: 429 with
 ``Retry-After``, 500, responses slower than a client's timeout, dropped connections and
@@ -23,6 +31,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from contextlib import contextmanager
@@ -30,12 +39,19 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..errors import ParameterError
+from ..keyring import Keyring
 from ..schemes import Scheme
 from ..tokenize import token_bytes_table
 from ..schemes.base import apply_temperature_top_p, sample_from_logp
 from .generate import LanguageModel, context_tail
 
-__all__ = ["Faults", "ServedModel", "LocalServer", "serve", "serve_in_process"]
+__all__ = ["Faults", "ServedModel", "LocalServer", "serve", "serve_in_process", "COHORT_HEADER"]
+
+#: The request header that names the cohort (a cohort id of the server's keyring) serving a request.
+COHORT_HEADER = "X-Fingerprint-Cohort"
+#: Cohort schemes kept derived at once (least recently used dropped first).
+_SCHEME_CACHE = 64
 
 
 @dataclass(frozen=True)
@@ -66,16 +82,85 @@ class ServedModel:
 
     ``model`` has ``context_size`` and ``next_logprobs(contexts (b, c)) -> (b, V)``;
     ``tokenizer`` has ``encode_batch``, ``decode`` and (for byte-level BPE) ``backend``.
-    ``scheme`` (optional) fingerprints every sampled token.
+    ``scheme`` (optional) fingerprints every sampled token with one key. ``keyring`` (instead of
+    ``scheme``) fingerprints each request with the key of its cohort (:meth:`resolve_cohort`);
+    ``default_cohort`` (a cohort id of the ring) serves requests that name no cohort.
     """
 
     def __init__(self, model: LanguageModel, tokenizer: Any, *, name: str = "local-ngram",
-                 scheme: Scheme | None = None) -> None:
+                 scheme: Scheme | None = None, keyring: Keyring | None = None,
+                 default_cohort: str | None = None) -> None:
+        if keyring is not None and scheme is not None:
+            raise ParameterError("give a ServedModel a scheme (one key) or a keyring (a key per cohort), not both")
+        if default_cohort is not None:
+            if keyring is None:
+                raise ParameterError(f"default cohort {default_cohort!r} needs a keyring")
+            keyring.index_of(default_cohort)
+        if keyring is not None:
+            width = getattr(model, "vocab_size", None)
+            if isinstance(width, int) and width != keyring.vocab_size:
+                raise ParameterError(f"keyring {keyring.ring_id[:12]} has vocab_size {keyring.vocab_size} but the "
+                                     f"model's logits have width {width}: make the keyring with --vocab-size {width}")
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
         self.scheme = scheme
+        self.keyring = keyring
+        self.default_cohort = default_cohort
+        self._schemes: OrderedDict[str, Scheme] = OrderedDict()
+        self._schemes_lock = threading.Lock()
         self.token_bytes = self._token_bytes()
+
+    def resolve_cohort(self, header: str | None, user: object) -> str | None:
+        """The cohort that serves a request: ``header`` (the value of :data:`COHORT_HEADER`; it
+        must be a cohort id of the ring), else ``user`` (the body's ``user`` field, an account
+        id mapped by :meth:`Keyring.cohort_for`), else the default cohort. ``None`` without a
+        keyring (one key serves everyone). Raises :class:`ParameterError` saying what is wrong."""
+        ring = self.keyring
+        if ring is None:
+            return None
+        if header is not None:
+            try:
+                ring.index_of(header)
+            except ParameterError:
+                raise ParameterError(f"header {COHORT_HEADER}: {header[:80]!r} is not a cohort of keyring "
+                                     f"{ring.ring_id[:12]} ({ring.n_cohorts} cohorts)") from None
+            return header
+        if user is not None and not isinstance(user, str):
+            raise ParameterError(f"field 'user' must be a string (the account id), got {type(user).__name__}")
+        if user:
+            try:
+                return ring.cohort_for(user)
+            except ParameterError as exc:
+                if self.default_cohort is None:
+                    raise ParameterError(f"field 'user': {exc}") from None
+                return self.default_cohort
+        if self.default_cohort is None:
+            raise ParameterError(f"this server fingerprints per cohort: name the cohort in the header "
+                                 f"{COHORT_HEADER} or the account in the body's 'user' field")
+        return self.default_cohort
+
+    def scheme_for(self, cohort: str | None) -> Scheme | None:
+        """The scheme that samples for ``cohort``: the single scheme without a keyring, else the
+        cohort's key (derived once, then kept among the last few used)."""
+        if self.keyring is None:
+            return self.scheme
+        if cohort is None:
+            if self.default_cohort is None:
+                raise ParameterError("a keyring-served model needs the cohort of each request")
+            cohort = self.default_cohort
+        with self._schemes_lock:
+            scheme = self._schemes.get(cohort)
+            if scheme is not None:
+                self._schemes.move_to_end(cohort)
+                return scheme
+        scheme = self.keyring.cohort_key(cohort).scheme_object()
+        with self._schemes_lock:
+            self._schemes[cohort] = scheme
+            self._schemes.move_to_end(cohort)
+            while len(self._schemes) > _SCHEME_CACHE:
+                self._schemes.popitem(last=False)
+        return scheme
 
     def _token_bytes(self) -> list[bytes]:
         return token_bytes_table(self.tokenizer)
@@ -89,18 +174,21 @@ class ServedModel:
         return {"token": b.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(b)}
 
     def generate(self, prompt_tokens: np.ndarray, *, max_tokens: int, temperature: float, top_p: float,
-                 n: int, seed: int | None, stop: list[str], top_logprobs: int | None) -> list[dict[str, Any]]:
+                 n: int, seed: int | None, stop: list[str], top_logprobs: int | None,
+                 cohort: str | None = None) -> list[dict[str, Any]]:
         """``n`` continuations: text, token ids, finish reason and (optionally) logprobs.
 
         With a ``seed`` the draws come from that seed and the prompt's tokens: the same request
-        gets the same answer, different prompts get independent streams (not the same draws)."""
+        gets the same answer, different prompts get independent streams (not the same draws).
+        With a keyring, ``cohort`` (default: the default cohort) picks the key."""
+        scheme = self.scheme_for(cohort)
         if seed is None:
             rng = np.random.default_rng()
         else:
             digest = hashlib.sha256(np.ascontiguousarray(prompt_tokens, dtype="<i8").tobytes()).digest()
             rng = np.random.default_rng([seed % 2**64, int.from_bytes(digest[:8], "little")])
         c = self.model.context_size
-        h = self.scheme.context_width if self.scheme is not None else 0
+        h = scheme.context_width if scheme is not None else 0
         hist = np.zeros((n, prompt_tokens.size + max_tokens), dtype=np.int64)
         hist[:, :prompt_tokens.size] = prompt_tokens
         lengths = np.full(n, prompt_tokens.size, dtype=np.int64)
@@ -108,8 +196,8 @@ class ServedModel:
         for _ in range(max_tokens):
             logp = self.model.next_logprobs(context_tail(hist, lengths, c))
             dist = apply_temperature_top_p(logp, max(temperature, 1e-4), top_p)
-            if self.scheme is not None:
-                nxt = self.scheme.sample(logp, context_tail(hist, lengths, h), rng,
+            if scheme is not None:
+                nxt = scheme.sample(logp, context_tail(hist, lengths, h), rng,
                                          temperature=max(temperature, 1e-4), top_p=top_p)
             else:
                 nxt = sample_from_logp(dist, rng)
@@ -180,8 +268,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _error(self, status: int, message: str, etype: str = "invalid_request_error") -> None:
-        self._send(status, {"error": {"message": message, "type": etype}})
+    def _error(self, status: int, message: str, etype: str = "invalid_request_error",
+               param: str | None = None, code: str | None = None) -> None:
+        error: dict[str, Any] = {"message": message, "type": etype}
+        if param is not None or code is not None:  # OpenAI's fields, where the server knows them
+            error.update(param=param, code=code)
+        self._send(status, {"error": error})
 
     def _fault(self) -> bool:
         """Inject a fault for this request; True when the request has been dealt with."""
@@ -247,7 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 payload = self._completions(body)
         except _BadRequest as exc:
-            self._error(400, str(exc))
+            self._error(400, str(exc), param=exc.param, code=exc.code)
             return
         self._send(200, payload)
 
@@ -269,14 +361,31 @@ class _Handler(BaseHTTPRequestHandler):
         return {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "n": n, "seed": seed,
                 "stop": stop}
 
-    def _generate(self, prompt_text: str, params: dict[str, Any], top: int | None) -> tuple[np.ndarray, list]:
+    def _cohort(self, body: dict[str, Any]) -> str | None:
+        """The cohort serving this request (None without a keyring); 400 when there is none."""
+        served = self.server.served
+        if served.keyring is None:
+            return None
+        header = self.headers.get(COHORT_HEADER)
+        try:
+            cohort = served.resolve_cohort(header, body.get("user"))
+        except ParameterError as exc:
+            raise _BadRequest(str(exc), param=None if header is not None else "user",
+                              code="invalid_cohort" if header is not None or body.get("user") else
+                              "missing_cohort") from None
+        if cohort is not None:
+            self.server.count_cohort(cohort)
+        return cohort
+
+    def _generate(self, prompt_text: str, params: dict[str, Any], top: int | None,
+                  cohort: str | None = None) -> tuple[np.ndarray, list]:
         served = self.server.served
         tokens = served.encode(prompt_text)
         if self.server.instant:
             text = "The quick brown fox jumps over the lazy dog."
             return tokens, [{"text": text, "ids": served.encode(text), "finish_reason": "stop", "logprobs": []}
                             for _ in range(params["n"])]
-        return tokens, served.generate(tokens, top_logprobs=top, **params)
+        return tokens, served.generate(tokens, top_logprobs=top, cohort=cohort, **params)
 
     def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
         msgs = body.get("messages")
@@ -292,7 +401,8 @@ class _Handler(BaseHTTPRequestHandler):
             parts.append(content)
         params = self._params(body)
         top = int(body.get("top_logprobs", 0) or 0) if body.get("logprobs") else None
-        prompt_tokens, choices = self._generate("\n".join(parts), params, top)
+        cohort = self._cohort(body)
+        prompt_tokens, choices = self._generate("\n".join(parts), params, top, cohort)
         out = []
         for i, ch in enumerate(choices):
             c: dict[str, Any] = {"index": i, "message": {"role": "assistant", "content": ch["text"]},
@@ -318,7 +428,8 @@ class _Handler(BaseHTTPRequestHandler):
         echo = bool(body.get("echo", False))
         if echo and params["max_tokens"] == 0:
             params["max_tokens"] = 1
-        prompt_tokens, choices = self._generate(prompt, params, top)
+        cohort = self._cohort(body)
+        prompt_tokens, choices = self._generate(prompt, params, top, cohort)
         served = self.server.served
         out = []
         for i, ch in enumerate(choices):
@@ -347,7 +458,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _BadRequest(Exception):
-    pass
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
 
 
 class _Server(ThreadingHTTPServer):
@@ -365,6 +479,7 @@ class _Server(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self.requests = 0
         self.faults_injected = [0, 0, 0, 0, 0]
+        self.cohorts_served: dict[str, int] = {}
 
     def draw(self) -> float:
         with self._lock:
@@ -378,6 +493,14 @@ class _Server(ThreadingHTTPServer):
     def count_request(self) -> None:
         with self._lock:
             self.requests += 1
+
+    def count_cohort(self, cohort: str) -> None:
+        with self._lock:
+            self.cohorts_served[cohort] = self.cohorts_served.get(cohort, 0) + 1
+
+    def cohort_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.cohorts_served)
 
 
 class LocalServer:
@@ -399,6 +522,11 @@ class LocalServer:
     @property
     def requests(self) -> int:
         return self._server.requests
+
+    @property
+    def cohorts_served(self) -> dict[str, int]:
+        """With a keyring: the requests each cohort's key answered (in this process's server)."""
+        return self._server.cohort_counts()
 
     @property
     def faults_injected(self) -> dict[str, int]:

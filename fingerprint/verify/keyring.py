@@ -23,6 +23,8 @@ of all cohorts come from one vectorized tail evaluation.
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -120,31 +122,79 @@ def _shared_null(ring: Keyring, ev: Evidence) -> NullModel | None:
     return probe.null(len(ev), blocks=ev.blocks, weights=ev.weights)
 
 
-def cohort_totals(ev: Evidence, keys: Sequence, *, progress: Progress | None = None
+#: Key-item scores above which :func:`cohort_totals` splits the keys over forked processes (below,
+#: the fork costs more than it saves).
+PARALLEL_MIN_WORK = 200_000_000
+#: Cohort keys per task of the process pool (the parent reports progress as tasks finish).
+_TASK_KEYS = 500
+_JOB: dict = {}
+
+
+def _plain_totals(ev: Evidence, keys: Sequence) -> np.ndarray:
+    """Totals ``(len(keys),)`` of keys whose scheme scores every item, without weights: one
+    array call per key over all items."""
+    return np.array([key.scheme_object().total_of_blocks(ev.blocks) for key in keys], dtype=np.float64)
+
+
+def _task_totals(bounds: tuple[int, int]) -> np.ndarray:
+    return _plain_totals(_JOB["ev"], _JOB["keys"][bounds[0]:bounds[1]])
+
+
+def _parallel_totals(ev: Evidence, keys: Sequence, processes: int, say: Progress) -> np.ndarray:
+    """:func:`_plain_totals` split over ``processes`` forked workers, which inherit the items and
+    the keys (nothing secret or large is pickled: key ranges go out, totals come back)."""
+    tasks = [(a, min(len(keys), a + _TASK_KEYS)) for a in range(0, len(keys), _TASK_KEYS)]
+    _JOB.update(ev=ev, keys=keys)
+    try:
+        parts = []
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            for i, part in enumerate(pool.imap(_task_totals, tasks)):
+                parts.append(part)
+                done = tasks[i][1]
+                if done // _PROGRESS_EVERY != tasks[i][0] // _PROGRESS_EVERY or done == len(keys):
+                    say(f"scored {done:,} of {len(keys):,} cohort keys ({processes} processes)")
+    finally:
+        _JOB.clear()
+    return np.concatenate(parts)
+
+
+def cohort_totals(ev: Evidence, keys: Sequence, *, processes: int | None = None, progress: Progress | None = None
                   ) -> tuple[np.ndarray, list[NullModel] | None]:
     """Statistic of each key on the items of ``ev``: totals ``(len(keys),)`` float64, and the
     per-key nulls when the scheme de-duplicates per key (else None: the shared null applies).
-    One array call per key over all items; no per-item Python work."""
+
+    One array call per key over all items, no per-item Python work. ``processes``: forked worker
+    processes for schemes that score every item (default: one per core, up to 4, once the work
+    passes :data:`PARALLEL_MIN_WORK` key-item scores; 1 = in this process). The totals are the
+    same either way."""
     say = progress or _quiet
+    if not keys:
+        return np.zeros(0), None
+    probe = keys[0].scheme_object()
+    plain = ev.weights is None and (len(ev) == 0 or probe.distinct_mask(ev.blocks[:1]) is None)
+    if plain:
+        if processes is None:
+            processes = min(os.cpu_count() or 1, 4) if len(keys) * len(ev) >= PARALLEL_MIN_WORK else 1
+        if processes > 1 and len(keys) > _TASK_KEYS and "fork" in multiprocessing.get_all_start_methods():
+            return _parallel_totals(ev, keys, processes, say), None
+        totals = np.empty(len(keys))
+        for a in range(0, len(keys), _PROGRESS_EVERY):
+            totals[a:a + _PROGRESS_EVERY] = _plain_totals(ev, keys[a:a + _PROGRESS_EVERY])
+            if a + _PROGRESS_EVERY < len(keys):
+                say(f"scored {a + _PROGRESS_EVERY:,} of {len(keys):,} cohort keys")
+        return totals, None
     totals = np.empty(len(keys))
-    nulls: list[NullModel] | None = None
+    nulls: list[NullModel] = []
     for i, key in enumerate(keys):
         scheme = key.scheme_object()
         keep = scheme.distinct_mask(ev.blocks) if len(ev) else None
-        if keep is None and ev.weights is None:
-            totals[i] = scheme.total_of_blocks(ev.blocks)
-        else:
-            blocks = ev.blocks if keep is None else ev.blocks[keep]
-            weights = ev.weights if (keep is None or ev.weights is None) else ev.weights[keep]
-            scores = scheme.scores_of_blocks(blocks).astype(np.float64)
-            totals[i] = float((scores if weights is None else scores * weights).sum())
-            if keep is not None:
-                nulls = nulls if nulls is not None else []
-                nulls.append(scheme.null(int(blocks.shape[0]), blocks=blocks, weights=weights))
+        blocks = ev.blocks if keep is None else ev.blocks[keep]
+        weights = ev.weights if (keep is None or ev.weights is None) else ev.weights[keep]
+        scores = scheme.scores_of_blocks(blocks).astype(np.float64)
+        totals[i] = float((scores if weights is None else scores * weights).sum())
+        nulls.append(scheme.null(int(blocks.shape[0]), blocks=blocks, weights=weights))
         if (i + 1) % _PROGRESS_EVERY == 0:
             say(f"scored {i + 1:,} of {len(keys):,} cohort keys")
-    if nulls is not None and len(nulls) != len(keys):
-        raise ParameterError("a scheme de-duplicated items for some keys and not others")
     return totals, nulls
 
 
