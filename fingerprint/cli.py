@@ -274,6 +274,72 @@ LOGPROBS_NOTE = ("logprobs mode tests the distribution the suspect reports for a
                  "here: test its sampled text with --mode text.")
 
 
+def _check_open_weights_flags(args: argparse.Namespace) -> None:
+    """``--suspect-model``, ``--reference-model`` and ``--top-k`` belong to ``--mode reading``."""
+    given = [f for f, v in (("--suspect-model", args.suspect_model), ("--reference-model", args.reference_model),
+                            ("--top-k", args.top_k)) if v is not None]
+    if not given:
+        return
+    if args.mode != "reading":
+        raise ParameterError(f"{', '.join(given)}: open-weights reading needs --mode reading (the positional inputs "
+                             f"are then the fed texts), not --mode {args.mode}")
+    if not args.suspect_model:
+        raise ParameterError(f"{', '.join(given)} need --suspect-model DIR (the suspect's checkpoint directory)")
+    if args.top_k is not None and args.top_k < 1:
+        raise ParameterError(f"--top-k must be >= 1, got {args.top_k}")
+    for flag, bad in (("--keyring", args.keyring), ("--dask", args.dask), ("--served", args.served)):
+        if bad:
+            raise ParameterError(f"--suspect-model reads the model in this process with --key: {flag} does not apply")
+
+
+def _verify_open_weights(args: argparse.Namespace, keys, tokenizer, options, batch, progress):
+    """``verify --mode reading --suspect-model DIR``: read the model's distributions on the fed
+    texts (``batch``: the positional inputs, the owner's texts), build the evidence and test it."""
+    from .interop.open_weights import OpenWeightsModel
+    from .verify import key_vocab_notes, verify_evidence
+    from .verify.distribution import distribution_evidence
+
+    top_k = 64 if args.top_k is None else args.top_k
+    notes = key_vocab_notes(tokenizer, keys)
+    widths = list(dict.fromkeys(k.pairwise_scheme_for(tokenizer, "--suspect-model").context_width for k in keys))
+    if batch.tokens is not None:
+        assert batch.offsets is not None
+        texts: list = [batch.tokens[batch.offsets[i]:batch.offsets[i + 1]] for i in range(batch.offsets.size - 1)]
+    else:
+        texts = list(batch.exchanges.responses)
+    if not texts:
+        from .errors import InputError
+
+        raise InputError("no fed texts to read (all inputs empty or skipped)")
+    progress(f"loading the suspect model {args.suspect_model}")
+    model = OpenWeightsModel(args.suspect_model)
+    reference = None
+    if args.reference_model:
+        progress(f"loading the reference model {args.reference_model}")
+        reference = OpenWeightsModel(args.reference_model)
+    progress(f"reading {_n(len(texts), 'fed text')} with the suspect model (top {top_k} candidates per position"
+             + (", and the reference's probabilities of them)" if reference is not None else ")"))
+    reading = model.read(texts, tokenizer, top_k=top_k, reference=reference)
+    evidence = [distribution_evidence(reading.distributions, context_width=h, vocab_size=tokenizer.vocab_size,
+                                      exclude_fed_pairs=not args.fed_texts_clean, text_ids=batch.text_ids)
+                for h in widths]
+    notes.append(f"open weights: the inputs are the fed texts (the owner's texts the suspect model read), not the "
+                 f"suspect's answers; suspect model {model.describe()}; its top {top_k} next-token candidates at "
+                 f"every position, each window's weights scaled to unit norm")
+    if reference is not None:
+        notes.append(f"reference model (the owner's own, never trained on the key): {reference.describe()}; each "
+                     f"candidate weighs max(p_suspect - p_reference, 0)")
+    else:
+        notes.append("no reference model: each candidate weighs p_suspect (a reference model, the owner's own, "
+                     "removes what every model reading the same texts shares, and gains power)")
+    notes.extend(reading.notes())
+    if not args.fed_texts_clean:
+        notes.append("pairs occurring in the fed texts are not scored (the fed texts may carry the fingerprint; "
+                     "--fed-texts-clean when they were sampled without it)")
+    return verify_evidence(evidence, keys, options=options, notes=notes, tokenizer_vocab_size=tokenizer.vocab_size,
+                           progress=progress)
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .corpus import sha256_file
     from .report import (build_report, check_output_path, format_pvalue, render_html, render_markdown, write_json,
@@ -289,6 +355,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                       ("--responses-out", args.responses_out)):
         if out:
             check_output_path(out, flag)
+    _check_open_weights_flags(args)
     custody = _check_custody(args)
     if args.keyring:
         if args.key:
@@ -316,6 +383,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                                        progress=progress)
             engine_info = describe(engine, scaled.partitions)
         result, suspect = scaled.result, scaled.suspect
+    elif args.suspect_model:
+        progress(f"reading {_n(len(args.suspect), 'fed-text input')}: {', '.join(args.suspect)}")
+        batch, parts = read_corpus(args.suspect, replace_prompt_free(columns), skip_invalid=args.skip_invalid,
+                                   require_prompt=False)
+        suspect = batch.exchanges
+        result = _verify_open_weights(args, keys, tokenizer, options, batch, progress)
+        engine_info = describe(None, len(parts))
     else:
         progress(f"reading {_n(len(args.suspect), 'suspect input')}: {', '.join(args.suspect)}")
         batch, parts = read_corpus(args.suspect, columns, skip_invalid=args.skip_invalid)
@@ -914,6 +988,21 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--fed-texts-clean", action="store_true",
                      help="reading mode: the fed texts were NOT produced with this key (exact null, more "
                           "power); without it, pairs occurring in the fed texts are not scored")
+    ow = ver.add_argument_group(
+        "open weights (--mode reading): the positional inputs are the fed texts (your served outputs: "
+        "each record's response text), read by the suspect's checkpoint; its top-K next-token "
+        "distribution at every position is scored (needs fingerprint[hf])")
+    ow.add_argument("--suspect-model", metavar="DIR",
+                    help="a local transformers causal-LM checkpoint directory (config.json and safetensors/bin "
+                         "weights; nothing is downloaded) to read the fed texts with; a tokenizer in it that "
+                         "differs from --tokenizer is mapped through bytes (default: none, the suspect's "
+                         "evidence is read instead)")
+    ow.add_argument("--reference-model", metavar="DIR",
+                    help="with --suspect-model: your own model's checkpoint (never trained on the key); each "
+                         "candidate then weighs max(p_suspect - p_reference, 0), which removes what every model "
+                         "reading the same texts shares (default: none, weights p_suspect)")
+    ow.add_argument("--top-k", type=int, metavar="K",
+                    help="with --suspect-model: next-token candidates kept per position (default 64)")
     ver.add_argument("--served", action="append", metavar="PATH",
                      help="the owner's served outputs: ONE path per flag (a JSONL or Parquet file, a directory or "
                           "a glob; repeat the flag for several: --served a.jsonl --served b.jsonl), or a "
