@@ -73,12 +73,14 @@ def weighted_bernoulli_test(statistic: float, weights: np.ndarray, p: float, *, 
     def cgf(t: float) -> float:
         return m * float(np.logaddexp(lq, lp + t * w).sum())
 
+    shift = math.log(ratio)
+
     def cgf1(t: float) -> float:
-        e = 1.0 / (1.0 + ratio * np.exp(-t * w))  # P(B=1) tilted
+        e = special.expit(t * w - shift)  # P(B=1) tilted: 1 / (1 + ratio exp(-t w)), without overflow
         return m * float((w * e).sum())
 
     def cgf2(t: float) -> float:
-        e = 1.0 / (1.0 + ratio * np.exp(-t * w))
+        e = special.expit(t * w - shift)
         return m * float((w * w * e * (1 - e)).sum())
 
     top = m * float(w.sum())
