@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import KeyFileError, ParameterError
-from .keys import SECRET_BYTES, FingerprintKey, _mac
+from .keys import SECRET_BYTES, FingerprintKey, file_mac
 from .schemes import SCHEMES, scheme_class
 from .secretfiles import read_secret_file, write_file_atomic
 
@@ -231,7 +231,7 @@ class Keyring:
             "format": _FORMAT, "version": _VERSION, "ring_id": self.ring_id, "scheme": self.scheme,
             "params": dict(self.params), "vocab_size": self.vocab_size, "assign": self.assign,
             "cohorts": list(self.cohorts), "master": self._master.hex()}))
-        data["mac"] = _mac(self._master, data, _MAC_FIELDS)
+        data["mac"] = file_mac(self._master, data, _MAC_FIELDS)
         write_file_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"), mode=0o600,
                           overwrite=overwrite, what="keyring file")
         return path
@@ -279,7 +279,7 @@ class Keyring:
         if not isinstance(data["params"], dict):
             raise KeyFileError(f"{source}: field 'params' must be an object")
         try:
-            expected = _mac(master, data, _MAC_FIELDS)
+            expected = file_mac(master, data, _MAC_FIELDS)
         except (TypeError, ValueError):
             raise KeyFileError(f"{source}: a field covered by 'mac' is not plain JSON") from None
         if not isinstance(data["mac"], str) or not hmac.compare_digest(data["mac"], expected):

@@ -33,7 +33,7 @@ from .errors import InputError, InsecureFileWarning, KeyFileError, ParameterErro
 from .schemes import SCHEMES, Scheme, make_scheme, scheme_class
 from .secretfiles import read_secret_file, write_file_atomic
 
-__all__ = ["FingerprintKey", "SECRET_BYTES", "decoy_key"]
+__all__ = ["FingerprintKey", "SECRET_BYTES", "decoy_key", "file_mac"]
 
 SECRET_BYTES = 32
 _FORMAT = "fingerprint-key"
@@ -48,7 +48,7 @@ def _key_id(secret: bytes) -> str:
     return hashlib.blake2b(secret, digest_size=16, person=b"fingerprint.kid1").hexdigest()
 
 
-def _mac(secret: bytes, data: dict[str, Any], fields: tuple[str, ...] = _MAC_FIELDS) -> str:
+def file_mac(secret: bytes, data: dict[str, Any], fields: tuple[str, ...] = _MAC_FIELDS) -> str:
     """HMAC-SHA256 over the canonical JSON of the ``fields`` of ``data`` (as stored in the file),
     keyed by a BLAKE2b derivation of the secret."""
     mac_key = hashlib.blake2b(secret, digest_size=32, person=b"fingerprint.mac1").digest()
@@ -151,7 +151,7 @@ class FingerprintKey:
         path = Path(path)
         data: dict[str, Any] = json.loads(json.dumps({"format": _FORMAT, "version": _VERSION,
                                                       **self.to_public_dict(), "secret": self._secret.hex()}))
-        data["mac"] = _mac(self._secret, data)
+        data["mac"] = file_mac(self._secret, data)
         text = json.dumps(data, indent=2) + "\n"
         write_file_atomic(path, text.encode("utf-8"), mode=0o600, overwrite=overwrite, what="key file")
         return path
@@ -229,7 +229,7 @@ class FingerprintKey:
                           f"(FingerprintKey.load(old).save(new))", InsecureFileWarning, stacklevel=3)
             return key
         try:
-            expected = _mac(secret, data)
+            expected = file_mac(secret, data)
         except (TypeError, ValueError):
             raise KeyFileError(f"{source}: a field covered by 'mac' is not plain JSON") from None
         if not isinstance(data["mac"], str) or not hmac.compare_digest(data["mac"], expected):

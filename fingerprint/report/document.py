@@ -87,7 +87,7 @@ SCHEMA_VERSION = 1
 _MAX_SKIPPED = 1000
 
 
-def _num(x: Any) -> Any:
+def json_number(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -114,14 +114,14 @@ def _key_result_dict(r: KeyResult, n_texts: int, n_tokens: int) -> dict[str, Any
         "holm_log10_pvalue": r.holm_log10_pvalue,
         "anytime_log10_pvalue": r.anytime_log10_pvalue,
         "valid_pvalue": r.valid_pvalue,
-        "effect": {"value": _num(t.effect.value), "ci_low": _num(t.effect.ci_low),
-                   "ci_high": _num(t.effect.ci_high), "confidence_level": t.effect.confidence_level,
+        "effect": {"value": json_number(t.effect.value), "ci_low": json_number(t.effect.ci_low),
+                   "ci_high": json_number(t.effect.ci_high), "confidence_level": t.effect.confidence_level,
                    "method": t.effect.method},
         "decoys": None if d is None else {
             "k": d.k, "seed": d.seed, "empirical_pvalue": d.empirical_pvalue, "ks_pvalue": d.ks_pvalue,
             "passed": d.passed, "log10_pvalue_mean": d.log10_pvalue_mean,
-            "log10_pvalue_sd": d.log10_pvalue_sd, "effect_mean": _num(d.effect_mean),
-            "effect_sd": _num(d.effect_sd), "min_log10_pvalue": d.min_log10_pvalue},
+            "log10_pvalue_sd": d.log10_pvalue_sd, "effect_mean": json_number(d.effect_mean),
+            "effect_sd": json_number(d.effect_sd), "min_log10_pvalue": d.min_log10_pvalue},
         "log10_bayes_factor": r.bayes.log10_bayes_factor,
         "bayes": {"effect_prior": r.bayes.effect_prior, "effect_prior_max": r.bayes.effect_prior_max,
                   "prior_probability": r.bayes.prior_probability},
@@ -129,15 +129,15 @@ def _key_result_dict(r: KeyResult, n_texts: int, n_tokens: int) -> dict[str, Any
         "verdict": r.verdict,
         "reason": r.reason,
         "mode": r.mode,
-        "sufficiency": {"min_detectable_effect": _num(r.sufficiency.min_detectable_effect),
+        "sufficiency": {"min_detectable_effect": json_number(r.sufficiency.min_detectable_effect),
                         "target_effect": r.sufficiency.target_effect,
-                        "items_needed": _num(r.sufficiency.items_needed),
+                        "items_needed": json_number(r.sufficiency.items_needed),
                         "tokens_needed": _tokens_needed(r.sufficiency.items_needed, r.counts.scored, n_tokens),
                         "sufficient": r.sufficiency.sufficient},
         "trajectory": [{"tokens_read": p.tokens_read, "n_scored": p.n_scored,
-                        "log10_pvalue": p.log10_pvalue, "decoy_low": _num(p.decoy_low),
-                        "decoy_median": _num(p.decoy_median), "decoy_high": _num(p.decoy_high),
-                        "anytime_log10_pvalue": _num(p.anytime_log10_pvalue)}
+                        "log10_pvalue": p.log10_pvalue, "decoy_low": json_number(p.decoy_low),
+                        "decoy_median": json_number(p.decoy_median), "decoy_high": json_number(p.decoy_high),
+                        "anytime_log10_pvalue": json_number(p.anytime_log10_pvalue)}
                        for p in r.trajectory],
         "responses": response_rows(r, MAX_RESPONSES),
         "responses_total": len(r.responses.ids),
@@ -190,7 +190,7 @@ def write_responses(result: VerifyResult, path: str | os.PathLike[str]) -> None:
     write_text("\n".join(lines) + ("\n" if lines else ""), path)
 
 
-def _files(es: ExchangeSet | None) -> list[dict[str, Any]]:
+def input_files(es: ExchangeSet | None) -> list[dict[str, Any]]:
     if es is None:
         return []
     return [{"path": f.path, "sha256": f.sha256, "format": f.format, "records": f.records} for f in es.files]
@@ -218,7 +218,7 @@ def build_report(result: VerifyResult, *, suspect: ExchangeSet, tokenizer_path: 
     doc["verdict"] = result.verdict
     doc["results"] = per_key
     doc["window_filter_windows"] = result.window_filter_size
-    doc["inputs"] = {"suspect": _files(suspect), "served": _files(served),
+    doc["inputs"] = {"suspect": input_files(suspect), "served": input_files(served),
                      "tokenizer": {"path": tokenizer_path, "sha256": tokenizer_sha256,
                                    "vocab_size": result.tokenizer_vocab_size}}
     doc["skipped"] = {"count": len(skipped),

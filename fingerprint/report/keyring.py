@@ -23,7 +23,7 @@ from typing import Any
 from ..corpus import ExchangeSet
 from ..verify.keyring import KeyringResult
 from ..version import __version__
-from .document import _files, _num
+from .document import input_files, json_number
 from .format import format_alpha, format_odds, format_pvalue, md_text, pvalue_html
 
 __all__ = ["KEYRING_SCHEMA", "build_keyring_report", "render_keyring_markdown", "render_keyring_html",
@@ -43,10 +43,10 @@ def build_keyring_report(result: KeyringResult, *, suspect: ExchangeSet, tokeniz
     for rank, c in enumerate(result.cohorts, 1):
         e = c.test.effect
         cohorts.append({
-            "rank": rank, "cohort": c.cohort, "statistic": _num(float(c.test.statistic)), "n_trials": int(c.test.n),
-            "null_rate": _num(float(c.test.null_rate)), "log10_pvalue": _num(c.test.log10_pvalue),
-            "holm_log10_pvalue": _num(c.holm_log10_pvalue), "bh_log10_pvalue": _num(c.bh_log10_pvalue),
-            "effect": {"value": _num(e.value), "ci_low": _num(e.ci_low), "ci_high": _num(e.ci_high),
+            "rank": rank, "cohort": c.cohort, "statistic": json_number(float(c.test.statistic)), "n_trials": int(c.test.n),
+            "null_rate": json_number(float(c.test.null_rate)), "log10_pvalue": json_number(c.test.log10_pvalue),
+            "holm_log10_pvalue": json_number(c.holm_log10_pvalue), "bh_log10_pvalue": json_number(c.bh_log10_pvalue),
+            "effect": {"value": json_number(e.value), "ci_low": json_number(e.ci_low), "ci_high": json_number(e.ci_high),
                        "confidence_level": e.confidence_level, "method": e.method},
             "flagged": c.flagged,
             "display": {"pvalue": format_pvalue(c.test.log10_pvalue), "holm_pvalue": format_pvalue(c.holm_log10_pvalue),
@@ -59,21 +59,21 @@ def build_keyring_report(result: KeyringResult, *, suspect: ExchangeSet, tokeniz
         "created_at": created_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "verdict": result.verdict, "reason": result.reason, "alpha": result.alpha, "correction": result.correction,
         "ring": dict(result.ring),
-        "global": {"log10_pvalue": _num(result.global_log10_pvalue),
+        "global": {"log10_pvalue": json_number(result.global_log10_pvalue),
                    "pvalue_display": format_pvalue(result.global_log10_pvalue),
                    "method": "Šidák over the cohorts' exact p-values (independent keys under H0)"},
         "flagged": list(result.flagged), "n_texts": result.n_texts, "n_tokens": result.n_tokens,
         "n_scored": result.counts.scored,
         "dropped": {k: v for k, v in result.counts.as_dict().items() if k != "scored"},
-        "sufficiency": {"min_detectable_effect": _num(s.min_detectable_effect), "target_effect": _num(s.target_effect),
-                        "items_needed": _num(s.items_needed), "sufficient": s.sufficient},
+        "sufficiency": {"min_detectable_effect": json_number(s.min_detectable_effect), "target_effect": json_number(s.target_effect),
+                        "items_needed": json_number(s.items_needed), "sufficient": s.sufficient},
         "decoys": None if d is None else {
             "k": d.k, "seed": d.seed, "empirical_pvalue": d.empirical_pvalue, "ks_pvalue": d.ks_pvalue,
-            "passed": d.passed, "log10_pvalue_mean": _num(d.log10_pvalue_mean),
-            "log10_pvalue_sd": _num(d.log10_pvalue_sd), "effect_mean": _num(d.effect_mean),
-            "effect_sd": _num(d.effect_sd), "min_log10_pvalue": _num(d.min_log10_pvalue)},
+            "passed": d.passed, "log10_pvalue_mean": json_number(d.log10_pvalue_mean),
+            "log10_pvalue_sd": json_number(d.log10_pvalue_sd), "effect_mean": json_number(d.effect_mean),
+            "effect_sd": json_number(d.effect_sd), "min_log10_pvalue": json_number(d.min_log10_pvalue)},
         "cohorts": cohorts,
-        "inputs": {"suspect": _files(suspect), "served": _files(served),
+        "inputs": {"suspect": input_files(suspect), "served": input_files(served),
                    "tokenizer": {"path": tokenizer_path, "sha256": tokenizer_sha256, "vocab_size": tokenizer_vocab_size}},
         "skipped": {"count": len(skipped),
                     "records": [{"file": x.file, "line": x.line, "reason": x.reason} for x in skipped[:1000]]},

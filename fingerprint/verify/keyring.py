@@ -312,16 +312,16 @@ def verify_keyring_tokens(tokens: np.ndarray | Sequence[np.ndarray], offsets: np
     """:func:`verify_keyring` on a suspect's token ids (text mode), laid out as for
     :func:`fingerprint.verify` (flat ids with offsets, or a list of id arrays); prompts and served
     outputs likewise."""
-    from .pipeline import _offsets_of, text_evidence_by_width
+    from .pipeline import offsets_of, text_evidence_by_width
 
     if options.mode != "text":
         raise ParameterError(f"keyring verification reads texts (mode 'text'), not mode {options.mode!r}")
     if offsets is None:
-        tokens, offsets = _offsets_of(list(tokens))
+        tokens, offsets = offsets_of(list(tokens))
     if prompt_tokens is not None and prompt_offsets is None:
-        prompt_tokens, prompt_offsets = _offsets_of(list(prompt_tokens), "prompt")
+        prompt_tokens, prompt_offsets = offsets_of(list(prompt_tokens), "prompt")
     if served_tokens is not None and served_offsets is None:
-        served_tokens, served_offsets = _offsets_of(list(served_tokens), "served text")
+        served_tokens, served_offsets = offsets_of(list(served_tokens), "served text")
     if served_tokens is not None and window_filters is not None:
         raise ParameterError("give served_tokens or window_filters, not both")
     width = ring.cohort_key(ring.cohorts[0]).scheme_object().context_width

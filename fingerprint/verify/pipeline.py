@@ -398,7 +398,7 @@ def _as_ids(a: object, i: int, what: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _offsets_of(arrays: Sequence[object], what: str = "text") -> tuple[np.ndarray, np.ndarray]:
+def offsets_of(arrays: Sequence[object], what: str = "text") -> tuple[np.ndarray, np.ndarray]:
     parts = [_as_ids(a, i, what) for i, a in enumerate(arrays)]
     arrays = parts
     tokens = np.concatenate(parts) if parts else np.zeros(0, np.int64)
@@ -435,13 +435,13 @@ def verify(tokens: np.ndarray | Sequence[np.ndarray], offsets: np.ndarray | None
     if offsets is None:
         if isinstance(tokens, np.ndarray) and tokens.ndim == 1 and np.issubdtype(tokens.dtype, np.integer):
             raise TokenError("offsets are needed with a flat token array (or pass a list of arrays)")
-        tokens, offsets = _offsets_of(list(tokens))
+        tokens, offsets = offsets_of(list(tokens))
     if prompt_tokens is not None and prompt_offsets is None:
-        prompt_tokens, prompt_offsets = _offsets_of(list(prompt_tokens), "prompt")
+        prompt_tokens, prompt_offsets = offsets_of(list(prompt_tokens), "prompt")
     if served_tokens is not None and window_filters is not None:
         raise ParameterError("give served_tokens or window_filters, not both")
     if served_tokens is not None and served_offsets is None:
-        served_tokens, served_offsets = _offsets_of(list(served_tokens), "served text")
+        served_tokens, served_offsets = offsets_of(list(served_tokens), "served text")
     options.validate()
     if options.mode != "text":
         raise ParameterError(f"verify() takes token ids (text mode); use verify_exchanges for mode {options.mode!r}")
