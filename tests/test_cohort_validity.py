@@ -1,5 +1,7 @@
 """Validity of keyring verification: no false accusation of a ring, or of a cohort, on text that
-never learned from it (the full-size run is `python -m eval.cohort_validity`)."""
+never learned from it. The family-wise rates over 1,000 keyrings of 1,000 cohorts are
+`python -m eval.cohort_validity` (README table); identification under the partial null (other
+cohorts served the text) is tested in tests/test_keyring.py."""
 
 from __future__ import annotations
 
@@ -28,19 +30,3 @@ def test_cohort_pvalues_are_uniform_over_many_keyrings(human_text):
         mins.append(1 - (1 - p.min()) ** p.size)
     assert stats.kstest(np.concatenate(randomized), "uniform").pvalue > 1e-3
     assert stats.kstest(mins, "uniform").pvalue > 1e-3
-
-
-def test_family_wise_false_positives_stay_within_alpha():
-    """The eval's smoke size: 100 keyrings of 100 cohorts on a student's answers and on human
-    text, and 10 keyrings whose own 3 cohorts fingerprinted the text (only the other cohorts count)."""
-    from eval.cohort_validity import run
-
-    rows, summary = run(rings=100, n_cohorts=100, partial_rings=10, innocent_tokens=3000, partial_tokens=1500,
-                        workers=2)
-    assert {s["text"] for s in summary} == {"student", "human", "other-cohorts"}
-    assert len(rows) == 2 * 100 + 10
-    for s in summary:
-        assert s["passed"], s
-    partial = [r for r in rows if r["text"] == "other-cohorts"]
-    assert all(r["holm_flagged"] >= 3 for r in partial)  # the 3 cohorts that served the text are found
-    assert sum(r["false_flagged"] for r in partial) == 0
