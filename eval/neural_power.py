@@ -1,0 +1,421 @@
+"""Radioactivity of neural students: power of every access mode against transformers GPT-2 students.
+
+A GPT-2 teacher (transformers, trained here on the packaged corpus) serves answers to corpus
+prompts through the greenlist fingerprint (h = 2, gamma = 0.25, delta = 3) and, for the control,
+the same answers' prompts without it. Students start from one initialisation and one budget of
+training tokens, a fraction rho of which are the teacher's fingerprinted answers (the rest the
+corpus); the rho = 0 control trains on the teacher's *unfingerprinted* answers at 10% (same
+style, no fingerprint: the key null), and a corpus-only student never sees the teacher. Each
+student is then tested in every access mode:
+
+* ``text``: its answers to fresh prompts (prompt windows excluded);
+* ``served windows``: the same, scoring only windows of the teacher's served answers;
+* ``logprobs top-5``: its top-5 logprobs on its own answers (the weighted statistic);
+* ``reading top-5``: the teacher's served answers fed to it, its top-5 predictions at every
+  position (what an OpenAI-compatible server returns with ``echo``/``prompt_logprobs``), with the
+  owner's model (the teacher, which never saw the key: it samples through the fingerprint) as
+  the reference;
+* ``open weights``: the same with its top-64 distribution read from its weights, with the
+  reference, and without it (``open weights, no reference``);
+* ``open weights, clean fed texts``: the teacher's answers to the same prompts sampled *without*
+  the fingerprint are fed instead (same windows, independent of the key: no pair is excluded and
+  the null is exact), with the reference.
+
+Validity on the neural benchmark: for the control and corpus students, 1,000 decoy keys on the
+open-weights evidence (fed texts fingerprinted with the true key) must give uniform randomized
+p-values, and the true key must not detect.
+
+Run (about 25 CPU-minutes on 2 cores): ``python -m eval.neural_power``; ``--smoke`` is the size
+the test suite runs. Writes eval/results/neural-power.csv/.md/.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+MODES = ("text", "served windows", "logprobs top-5", "reading top-5", "open weights", "open weights, no reference",
+         "open weights, clean fed texts")
+
+
+def say(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def _flat(arrays):
+    return np.concatenate(arrays), np.concatenate(([0], np.cumsum([a.size for a in arrays]))).astype(np.int64)
+
+
+class Config:
+    def __init__(self, smoke: bool) -> None:
+        self.teacher = dict(n_layer=4, n_embd=192, n_head=4) if not smoke else dict(n_layer=2, n_embd=64, n_head=2)
+        self.student = dict(n_layer=2, n_embd=128, n_head=4) if not smoke else dict(n_layer=1, n_embd=64, n_head=2)
+        self.seq = 128 if not smoke else 64
+        self.teacher_steps = 1500 if not smoke else 60
+        self.student_steps = 700 if not smoke else 40
+        self.batch = 32 if not smoke else 8
+        self.answers = 1200 if not smoke else 60
+        self.answer_tokens = 96 if not smoke else 48
+        self.queries = 150 if not smoke else 20
+        self.fed_budgets = (2500, 5000, 10000, 20000) if not smoke else (1000,)
+        self.rhos = (0.0, 0.02, 0.05, 0.1, 1.0) if not smoke else (0.0, 1.0)
+        self.decoys = 1000 if not smoke else 100
+
+
+def gpt2(vocab: int, seq: int, seed: int, **shape):
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=seq, bos_token_id=0, eos_token_id=0, **shape)
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+def train(model, streams: list[tuple[np.ndarray, float]], *, steps: int, batch: int, seq: int, seed: int,
+          lr: float = 2e-3, progress: str | None = None) -> float:
+    """Train on random windows of token streams, each row drawn from stream i with probability
+    weight_i; returns the mean loss of the last 50 steps (nats per token)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    probs = np.array([w for _, w in streams], dtype=float)
+    probs /= probs.sum()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    model.train()
+    losses = []
+    for _ in range(steps):
+        which = rng.choice(len(streams), size=batch, p=probs)
+        rows = []
+        for i in which:
+            s = streams[i][0]
+            start = int(rng.integers(0, s.size - seq - 1))
+            rows.append(s[start:start + seq])
+        x = torch.from_numpy(np.stack(rows).astype(np.int64))
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if progress and (len(losses) % 100 == 0):
+            say(f"{progress}: step {len(losses)}/{steps}, loss {np.mean(losses[-100:]):.2f}")
+    model.eval()
+    return float(np.mean(losses[-50:]))
+
+
+def val_loss(model, stream: np.ndarray, seq: int, n: int = 64) -> float:
+    import torch
+
+    rng = np.random.default_rng(12345)
+    starts = rng.integers(0, stream.size - seq - 1, size=n)
+    x = torch.from_numpy(np.stack([stream[s:s + seq] for s in starts]).astype(np.int64))
+    with torch.no_grad():
+        return float(model(input_ids=x, labels=x).loss)
+
+
+def answer(model, prompts: list[np.ndarray], max_new: int, *, key=None, seed: int, batch: int = 64) -> list[np.ndarray]:
+    """Sampled continuations (temperature 1) of equal-length prompts, fingerprinted with ``key``."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from fingerprint.interop.hf import FingerprintLogitsProcessor
+
+    torch.manual_seed(seed)
+    out = []
+    for a in range(0, len(prompts), batch):
+        x = torch.from_numpy(np.stack(prompts[a:a + batch]).astype(np.int64))
+        procs = LogitsProcessorList([FingerprintLogitsProcessor(key, seed=seed + a)]) if key is not None else None
+        with torch.no_grad():
+            y = model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, top_k=0, max_new_tokens=max_new,
+                               min_new_tokens=max_new, logits_processor=procs, pad_token_id=0)
+        out += [r for r in y[:, x.shape[1]:].numpy().astype(np.int64)]
+    return out
+
+
+def read(model, texts: list[np.ndarray], *, top_k: int, reference=None, batch: int = 32):
+    """Teacher-forced top-``K`` next-token candidates of ``model`` at every position of each text
+    (position 0 has none), with ``reference``'s probabilities of the same candidates."""
+    import torch
+
+    from fingerprint.verify.distribution import PositionDistributions
+
+    out = []
+    for a in range(0, len(texts), batch):
+        chunk = texts[a:a + batch]
+        width = max(t.size for t in chunk)
+        x = np.zeros((len(chunk), width), dtype=np.int64)
+        for i, t in enumerate(chunk):
+            x[i, :t.size] = t
+        xt = torch.from_numpy(x)
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=xt).logits.float(), dim=-1)
+            top_lp, top_id = lp.topk(top_k, dim=-1)
+            ref = None
+            if reference is not None:
+                rlp = torch.log_softmax(reference(input_ids=xt).logits.float(), dim=-1)
+                ref = rlp.gather(-1, top_id).exp().numpy()
+        top_lp, top_id = top_lp.numpy(), top_id.numpy()
+        for i, t in enumerate(chunk):
+            L = t.size
+            cands = np.full((L, top_k), -1, dtype=np.int64)
+            probs = np.zeros((L, top_k))
+            rp = None if ref is None else np.zeros((L, top_k))
+            cands[1:] = top_id[i, :L - 1]  # logits at j-1 predict token j
+            probs[1:] = np.exp(top_lp[i, :L - 1])
+            if rp is not None and ref is not None:
+                rp[1:] = ref[i, :L - 1]
+            out.append(PositionDistributions(t, cands, probs, rp))
+    return out
+
+
+def _pvalue(ev, key) -> tuple[float, int]:
+    from fingerprint.verify import VerifyOptions, verify_evidence
+
+    r = verify_evidence(ev, key, options=VerifyOptions(mode=ev.mode, n_decoys=0)).results[0]
+    return float(r.test.log10_pvalue), int(r.counts.scored)
+
+
+def decoy_check(ev, key, n: int, seed: int) -> tuple[float, float]:
+    """KS p-value of ``n`` decoy keys' randomized p-values on ``ev``, and the fraction below 0.01."""
+    from scipy import stats
+
+    scheme = key.scheme_object()
+    null = scheme.null(len(ev), blocks=ev.blocks, weights=ev.weights)
+    totals = np.array([float(d.scheme_object().scores_of_blocks(ev.blocks).astype(np.float64) @ ev.weights)
+                       for d in key.decoys(n, seed=seed)])
+    p = null.randomized_pvalues(totals, np.random.default_rng(seed).random(n))
+    return float(stats.kstest(p, "uniform").pvalue), float((p < 0.01).mean())
+
+
+def evaluate(student, name: str, rho: float, seed: int, ctx: dict, cfg: Config) -> list[dict]:
+    from fingerprint.verify.distribution import distribution_evidence
+    from fingerprint.verify.evidence import text_evidence
+
+    key, teacher_model, vocab = ctx["key"], ctx["teacher_model"], ctx["vocab"]
+    rows = []
+
+    def row(mode: str, tokens: int, lp: float, n: int, **extra) -> None:
+        rows.append({"student": name, "rho": rho, "seed": seed, "mode": mode, "suspect_tokens": tokens,
+                     "n_scored": n, "log10_p": round(lp, 3), **extra})
+
+    answers = answer(student, ctx["queries"], cfg.answer_tokens, seed=seed + 77)
+    a_tok, a_off = _flat(answers)
+    for mode, wf in (("text", None), ("served windows", ctx["served_filter"])):
+        ev = text_evidence(a_tok, a_off, context_width=2, vocab_size=vocab, prompt_tokens=ctx["q_tok"],
+                           prompt_offsets=ctx["q_off"], window_filter=wf)
+        row(mode, int(a_tok.size), *_pvalue(ev, key))
+    own = read(student, [np.concatenate((q, a)) for q, a in zip(ctx["queries"], answers)], top_k=5)
+    for d, q in zip(own, ctx["queries"]):  # the prompt's positions are not the suspect's answer
+        d.candidates[:q.size + 2] = -1
+    ev = distribution_evidence(own, context_width=2, vocab_size=vocab, exclude_fed_pairs=False)
+    row("logprobs top-5", int(a_tok.size), *_pvalue(ev, key))
+    fed_all = ctx["fed"]
+    for budget in cfg.fed_budgets:
+        fed = fed_all[:max(1, budget // cfg.answer_tokens)]
+        n_fed = int(sum(t.size for t in fed))
+        full = read(student, fed, top_k=64, reference=teacher_model)
+        for mode, k, use_ref in (("reading top-5", 5, True), ("open weights", 64, True),
+                                 ("open weights, no reference", 64, False)):
+            dists = [type(d)(d.tokens, d.candidates[:, :k], d.probs[:, :k],
+                             d.reference_probs[:, :k] if (use_ref and d.reference_probs is not None) else None)
+                     for d in full]
+            ev = distribution_evidence(dists, context_width=2, vocab_size=vocab)
+            extra = {}
+            if budget == cfg.fed_budgets[-1] and name in ("control", "corpus") and mode == "open weights":
+                ks, low = decoy_check(ev, key, cfg.decoys, seed)
+                extra = {"decoy_ks_pvalue": round(ks, 4), "decoy_below_0.01": low}
+            row(mode, n_fed, *_pvalue(ev, key), **extra)
+        # the owner's model sampled WITHOUT the fingerprint on the same prompts: the same windows,
+        # independent of the key, so no pair is excluded and the null is exact
+        clean = ctx["clean"][:len(fed)]
+        dists = read(student, clean, top_k=64, reference=teacher_model)
+        ev = distribution_evidence(dists, context_width=2, vocab_size=vocab, exclude_fed_pairs=False)
+        row("open weights, clean fed texts", int(sum(t.size for t in clean)), *_pvalue(ev, key))
+    return rows
+
+
+def run(cfg: Config, seeds: int) -> tuple[list[dict], dict]:
+    import torch
+
+    from fingerprint.keys import FingerprintKey
+    from fingerprint.sim.distill import corpus_prompts
+    from fingerprint.sim.teacher import build_teacher
+    from fingerprint.windows import WindowFilter
+
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    base = build_teacher()
+    vocab = base.vocab_size
+    rng = np.random.default_rng(0)
+    n_par = base.offsets.size - 1
+    held = np.zeros(n_par, bool)
+    held[rng.choice(n_par, n_par // 10, replace=False)] = True
+    corpus = np.concatenate([base.tokens[base.offsets[i]:base.offsets[i + 1]] for i in np.flatnonzero(~held)])
+    valid = np.concatenate([base.tokens[base.offsets[i]:base.offsets[i + 1]] for i in np.flatnonzero(held)])
+    say(f"teacher: GPT-2 {cfg.teacher}, {cfg.teacher_steps} steps on {corpus.size:,} corpus tokens")
+    teacher_model = gpt2(vocab, cfg.seq, 0, **cfg.teacher)
+    train(teacher_model, [(corpus, 1.0)], steps=cfg.teacher_steps, batch=cfg.batch, seq=cfg.seq, seed=0, lr=2e-3,
+          progress="teacher")
+    t_val = val_loss(teacher_model, valid, cfg.seq)
+    say(f"teacher validation loss {t_val:.2f} nats/token ({time.perf_counter() - t0:.0f} s)")
+    key = FingerprintKey(bytes(range(40, 72)), "greenlist", {"delta": 3.0}, vocab)
+    prompts, _ = corpus_prompts(base, cfg.answers, length=8, rng=rng)
+    fp = answer(teacher_model, prompts, cfg.answer_tokens, key=key, seed=1)
+    clean = answer(teacher_model, prompts, cfg.answer_tokens, seed=2)
+    say(f"teacher answers: {len(fp)} fingerprinted, {len(clean)} clean ({time.perf_counter() - t0:.0f} s)")
+    fp_stream = np.concatenate([np.concatenate((p, a, [0])) for p, a in zip(prompts, fp)])
+    clean_stream = np.concatenate([np.concatenate((p, a, [0])) for p, a in zip(prompts, clean)])
+    queries, _ = corpus_prompts(base, cfg.queries, length=12, rng=np.random.default_rng(99))
+    q_tok, q_off = _flat(queries)
+    ctx = {"key": key, "teacher_model": teacher_model, "vocab": vocab, "queries": queries, "q_tok": q_tok,
+           "q_off": q_off, "fed": fp, "clean": clean, "served_filter": WindowFilter.from_tokens(*_flat(fp), 2, vocab_size=vocab)}
+    students = [("corpus", 0.0, [(corpus, 1.0)])]
+    for rho in cfg.rhos:
+        if rho == 0.0:
+            students.append(("control", 0.0, [(corpus, 0.9), (clean_stream, 0.1)]))
+        elif rho >= 1.0:
+            students.append(("student", 1.0, [(fp_stream, 1.0)]))
+        else:
+            students.append(("student", rho, [(corpus, 1 - rho), (fp_stream, rho)]))
+    rows: list[dict] = []
+    for seed in range(seeds):
+        for name, rho, streams in students:
+            model = gpt2(vocab, cfg.seq, 1000 + seed, **cfg.student)  # identical initialisation per seed
+            loss = train(model, streams, steps=cfg.student_steps, batch=cfg.batch, seq=cfg.seq, seed=seed)
+            new = evaluate(model, name, rho, seed, ctx, cfg)
+            for r in new:
+                r["train_loss"] = round(loss, 3)
+            rows += new
+            say(f"seed {seed} {name} rho={rho:g}: " + ", ".join(f"{r['mode']} {r['log10_p']:.1f}" for r in new
+                                                              if r["suspect_tokens"] in (max(x['suspect_tokens'] for x in new if x['mode'] == r['mode']),))
+                + f" ({time.perf_counter() - t0:.0f} s)")
+    info = {"teacher_val_loss": t_val, "seconds": time.perf_counter() - t0, "teacher": cfg.teacher,
+            "student": cfg.student}
+    return rows, info
+
+
+def summarize(rows: list[dict], cfg: Config) -> list[str]:
+    """Markdown: median log10 p per student and mode (largest budget), smallest rho detected per
+    mode, fed tokens needed at rho = 10%, and the decoy checks."""
+    lines = ["| student | rho | " + " | ".join(MODES) + " |", "|---|---|" + "---|" * len(MODES)]
+    groups = sorted({(r["student"], r["rho"]) for r in rows}, key=lambda g: (g[0] != "corpus", g[0] != "control", g[1]))
+    for name, rho in groups:
+        cells = []
+        for mode in MODES:
+            sel = [r for r in rows if r["student"] == name and r["rho"] == rho and r["mode"] == mode]
+            top = max((r["suspect_tokens"] for r in sel), default=0)
+            vals = [r["log10_p"] for r in sel if r["suspect_tokens"] == top]
+            cells.append(f"{np.median(vals):.1f}" if vals else "n/a")
+        lines.append(f"| {name} | {rho:g} | " + " | ".join(cells) + " |")
+    lines += ["", "| mode | smallest rho detected (median log10 p < -6) | fed/suspect tokens needed at rho = 10% |",
+              "|---|---|---|"]
+    for mode in MODES:
+        found = "none"
+        for rho in sorted({r["rho"] for r in rows if r["student"] == "student"}):
+            sel = [r for r in rows if r["student"] == "student" and r["rho"] == rho and r["mode"] == mode]
+            top = max((r["suspect_tokens"] for r in sel), default=0)
+            if sel and np.median([r["log10_p"] for r in sel if r["suspect_tokens"] == top]) < -6:
+                found = f"{rho:g}"
+                break
+        need = "not reached"
+        sel = [r for r in rows if r["student"] == "student" and r["rho"] == 0.1 and r["mode"] == mode]
+        for budget in sorted({r["suspect_tokens"] for r in sel}):
+            vals = [r["log10_p"] for r in sel if r["suspect_tokens"] == budget]
+            if np.median(vals) < -6:
+                need = f"{budget:,}"
+                break
+        lines.append(f"| {mode} | {found} | {need} |")
+    checks = [r for r in rows if "decoy_ks_pvalue" in r]
+    if checks:
+        lines += ["", "Null checks on the open-weights evidence (fed texts fingerprinted with the true key): "
+                  + "; ".join(f"{r['student']} seed {r['seed']}: {cfg.decoys} decoy keys KS p = "
+                              f"{r['decoy_ks_pvalue']:.3f}, true key log10 p = {r['log10_p']:.2f}" for r in checks) + "."]
+    return lines
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    rhos = sorted({r["rho"] for r in rows if r["student"] == "student"})
+    for mode in MODES:
+        ys = []
+        for rho in rhos:
+            sel = [r for r in rows if r["student"] == "student" and r["rho"] == rho and r["mode"] == mode]
+            top = max((r["suspect_tokens"] for r in sel), default=0)
+            ys.append(-np.median([r["log10_p"] for r in sel if r["suspect_tokens"] == top]) if sel else np.nan)
+        ax.plot([100 * r for r in rhos], ys, marker="o", label=mode)
+    ax.axhline(6, color="k", ls="--", lw=0.8, label="p = 1e-6")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_xlabel("rho: fingerprinted share of the student's training tokens (%)")
+    ax.set_ylabel("-log10 p (median over seeds)")
+    ax.set_title("Neural (GPT-2) students: detection by access mode")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=3, help="students per rho, each from its own initialisation (default 3)")
+    ap.add_argument("--smoke", action="store_true", help="a tiny run for the test suite (under a minute)")
+    ap.add_argument("--out", default=str(RESULTS), help="folder for neural-power.csv/.md/.png (default eval/results)")
+    ap.add_argument("--teacher-steps", type=int, help="teacher training steps (default 1500; smoke 60)")
+    ap.add_argument("--student-steps", type=int, help="student training steps (default 700; smoke 40)")
+    ap.add_argument("--rhos", help="comma-separated fingerprinted shares, 0 = the control (default 0,0.02,0.05,0.1,1)")
+    ap.add_argument("--budgets", help="comma-separated fed-token budgets of the reading modes (default "
+                                      "2500,5000,10000,20000)")
+    ap.add_argument("--batch", type=int, help="training rows per step (default 32; smoke 8)")
+    ap.add_argument("--seq", type=int, help="training window and model context, tokens (default 128; smoke 64)")
+    args = ap.parse_args(argv)
+    cfg = Config(args.smoke)
+    if args.batch:
+        cfg.batch = args.batch
+    if args.seq:
+        cfg.seq = args.seq
+    cfg.answer_tokens = min(cfg.answer_tokens, cfg.seq - 16)  # prompt + answer fit the models' context
+    if args.teacher_steps:
+        cfg.teacher_steps = args.teacher_steps
+    if args.student_steps:
+        cfg.student_steps = args.student_steps
+    if args.rhos:
+        cfg.rhos = tuple(float(x) for x in args.rhos.split(","))
+    if args.budgets:
+        cfg.fed_budgets = tuple(int(x) for x in args.budgets.split(","))
+    rows, info = run(cfg, args.seeds)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    with open(out / "neural-power.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    cmd = "python -m eval.neural_power" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    lines = [f"GPT-2 teacher {info['teacher']} (validation loss {info['teacher_val_loss']:.2f} nats/token), students "
+             f"{info['student']} from one initialisation per seed, {cfg.student_steps} steps x {cfg.batch} x {cfg.seq} "
+             f"tokens; median log10 p over {args.seeds} seed(s), at the largest budget "
+             f"({cfg.queries} answers x {cfg.answer_tokens} tokens for text/logprobs; {cfg.fed_budgets[-1]:,} fed tokens "
+             f"for reading).", "", *summarize(rows, cfg), "",
+             f"`{cmd}` ({info['seconds'] / 60:.1f} min on this machine)."]
+    (out / "neural-power.md").write_text("\n".join(lines) + "\n")
+    plot(rows, out / "neural-power.png")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
