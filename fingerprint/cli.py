@@ -445,13 +445,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"{r['key_id'][:14]:<14} {r['scheme']:<10} {r['n_scored']:>9,} "
               f"{format_pvalue(r['holm_log10_pvalue']):>12} {_anytime_cell(r):>11} {ci:>30} {dec:>16} "
               f"{r['log10_bayes_factor']:>9.2f} {post:>10}  {r['verdict']}")
-    for c in custody.evidence:
-        print(f"custody: {c.describe()}")
-    for note in doc["notes"]:
-        print(f"note: {note}")
-    for label, path in (("json", args.json), ("markdown", args.markdown), ("html", args.html)):
-        if path:
-            print(f"{label} report: {path}")
+    _print_custody_notes_outputs(args, custody, doc)
     valid = {r["valid_pvalue"] for r in doc["results"]}
     print("p-value: " + ("the anytime-valid p-value decides (evidence gathered with a stopping rule)"
                          if valid == {"anytime"} else "fixed-n (valid when the amount of evidence was fixed in "
@@ -460,6 +454,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.fail_on_detect and doc["verdict"] == VERDICT_DETECTED:
         return EXIT_DETECTED
     return EXIT_OK
+
+
+def _print_custody_notes_outputs(args: argparse.Namespace, custody, doc: dict) -> None:
+    """The lines every verify run ends with: custody of each input, the report's notes, the
+    reports written."""
+    for c in custody.evidence:
+        print(f"custody: {c.describe()}")
+    for note in doc["notes"]:
+        print(f"note: {note}")
+    for label, path in (("json", args.json), ("markdown", args.markdown), ("html", args.html)):
+        if path:
+            print(f"{label} report: {path}")
 
 
 def _verify_keyring(args: argparse.Namespace, custody, progress, t0: float) -> int:
@@ -522,13 +528,7 @@ def _verify_keyring(args: argparse.Namespace, custody, progress, t0: float) -> i
     if d is not None:
         print(f"decoy cohorts: {d['k']} never served, KS p {format_plain_p(d['ks_pvalue'])}: "
               f"{'pass' if d['passed'] else 'FAIL'}")
-    for c in custody.evidence:
-        print(f"custody: {c.describe()}")
-    for note in doc["notes"]:
-        print(f"note: {note}")
-    for label, path in (("json", args.json), ("markdown", args.markdown), ("html", args.html)):
-        if path:
-            print(f"{label} report: {path}")
+    _print_custody_notes_outputs(args, custody, doc)
     print(f"cohorts identified ({args.correction}): {', '.join(doc['flagged']) or 'none'}")
     print(f"verdict: {doc['verdict']}: {doc['reason']} ({time.perf_counter() - t0:.1f}s)")
     if args.fail_on_detect and doc["verdict"] == VERDICT_DETECTED:

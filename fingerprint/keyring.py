@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .errors import KeyFileError, ParameterError
 from .keys import SECRET_BYTES, FingerprintKey, file_mac
 from .schemes import SCHEMES, scheme_class
-from .secretfiles import read_secret_file, write_file_atomic
+from .secretfiles import read_secret_json, write_file_atomic
 
 __all__ = ["Keyring", "ASSIGN_RULES", "MAX_COHORT_ID_CHARS"]
 
@@ -240,13 +240,7 @@ class Keyring:
     def load(cls, path: str | os.PathLike[str], *, allow_insecure: bool = False) -> "Keyring":
         """Read and validate a keyring file; errors name the file and the bad field."""
         path = Path(path)
-        raw = read_secret_file(path, what="keyring file", allow_insecure=allow_insecure)
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise KeyFileError(f"{path}: not UTF-8 (byte {exc.start})") from None
-        except json.JSONDecodeError as exc:
-            raise KeyFileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        data = read_secret_json(path, what="keyring file", allow_insecure=allow_insecure)
         return cls.from_dict(data, source=str(path))
 
     @classmethod

@@ -31,7 +31,7 @@ from typing import Any
 
 from .errors import InputError, InsecureFileWarning, KeyFileError, ParameterError
 from .schemes import SCHEMES, Scheme, make_scheme, scheme_class
-from .secretfiles import read_secret_file, write_file_atomic
+from .secretfiles import read_secret_json, write_file_atomic
 
 __all__ = ["FingerprintKey", "SECRET_BYTES", "decoy_key", "file_mac"]
 
@@ -163,16 +163,7 @@ class FingerprintKey:
         A file writable by group or others is refused unless ``allow_insecure``; one readable by
         them loads with an :class:`~fingerprint.errors.InsecureFileWarning`."""
         path = Path(path)
-        raw = read_secret_file(path, what="key file", allow_insecure=allow_insecure)
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise KeyFileError(f"{path}: not UTF-8 (byte {exc.start})") from None
-        except json.JSONDecodeError as exc:
-            raise KeyFileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
-                               f"{exc.msg})") from None
-        except RecursionError:
-            raise KeyFileError(f"{path}: JSON nested too deeply") from None
+        data = read_secret_json(path, what="key file", allow_insecure=allow_insecure)
         return cls.from_dict(data, source=str(path))
 
     @classmethod

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .errors import InsecureFileWarning, KeyFileError
 
-__all__ = ["read_secret_file", "write_file_atomic", "fsync_dir", "INSECURE_FLAG"]
+__all__ = ["read_secret_file", "read_secret_json", "write_file_atomic", "fsync_dir", "INSECURE_FLAG"]
 
 #: The command-line flag that lets a group/world-writable secret file load (named in errors).
 INSECURE_FLAG = "--allow-insecure-key"
@@ -142,3 +142,19 @@ def fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def read_secret_json(path: str | os.PathLike[str], *, what: str, allow_insecure: bool = False) -> object:
+    """The parsed JSON of a secret file (:func:`read_secret_file`'s checks first); a
+    :class:`~fingerprint.errors.KeyFileError` naming the file, the line and the column otherwise."""
+    import json
+
+    raw = read_secret_file(path, what=what, allow_insecure=allow_insecure)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise KeyFileError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise KeyFileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise KeyFileError(f"{path}: JSON nested too deeply") from None
