@@ -26,6 +26,7 @@ import json
 import os
 import secrets as _secrets
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from .errors import InputError, InsecureFileWarning, KeyFileError, ParameterErro
 from .schemes import SCHEMES, Scheme, make_scheme, scheme_class
 from .secretfiles import read_secret_json, write_file_atomic
 
-__all__ = ["FingerprintKey", "SECRET_BYTES", "decoy_key", "file_mac"]
+__all__ = ["FingerprintKey", "SECRET_BYTES", "decoy_key", "file_mac", "WorkerKey"]
 
 SECRET_BYTES = 32
 _FORMAT = "fingerprint-key"
@@ -246,6 +247,26 @@ class FingerprintKey:
 
     def __getstate__(self) -> None:
         raise TypeError("FingerprintKey is not picklable (it would copy the secret); use save()")
+
+    def for_workers(self) -> "WorkerKey":
+        """This key as a picklable object for worker processes that score with it (a Dask
+        cluster's workers on this machine, or reached over TLS): an explicit copy of the secret,
+        made only where the caller decides the channel is safe."""
+        return WorkerKey(self._secret, self.scheme, dict(self.params), self.vocab_size)
+
+
+@dataclass(frozen=True)
+class WorkerKey:
+    """A :class:`FingerprintKey` on its way to a worker process (:meth:`FingerprintKey.for_workers`);
+    :meth:`key` rebuilds it there."""
+
+    secret: bytes = field(repr=False)
+    scheme: str
+    params: dict[str, Any]
+    vocab_size: int
+
+    def key(self) -> FingerprintKey:
+        return FingerprintKey(self.secret, self.scheme, self.params, self.vocab_size)
 
 
 def decoy_key(spec: tuple[str, dict[str, Any], int, int], seed: int, i: int) -> FingerprintKey:

@@ -237,3 +237,46 @@ def test_hash_bucket_merge_equals_merge(corpus, teacher):
                     assert a.dtype == b.dtype and np.array_equal(a, b), name
                 assert (ref.text_ids, ref.text_start, ref.token_start, ref.weights) == (
                     ev.text_ids, ev.text_start, ev.token_start, ev.weights)
+
+
+def _same_results(a, b) -> None:
+    """Two verify results equal field by field (arrays element by element)."""
+    assert (a.n_texts, a.n_tokens, a.holm_applied, a.notes) == (b.n_texts, b.n_tokens, b.holm_applied, b.notes)
+    for x, y in zip(a.results, b.results, strict=True):
+        assert (x.test, x.holm_log10_pvalue, x.anytime_log10_pvalue, x.counts, x.bayes, x.sufficiency,
+                x.trajectory, x.verdict, x.reason) == (y.test, y.holm_log10_pvalue, y.anytime_log10_pvalue,
+                                                       y.counts, y.bayes, y.sufficiency, y.trajectory, y.verdict,
+                                                       y.reason)
+        assert x.decoys is not None and y.decoys is not None
+        assert np.array_equal(x.decoys.log10_pvalues, y.decoys.log10_pvalues)
+        assert x.decoys.ks_pvalue == y.decoys.ks_pvalue and x.decoys.empirical_pvalue == y.decoys.empirical_pvalue
+        assert x.responses.ids == y.responses.ids
+        for f in ("n_tokens", "n_scored", "statistic", "log10_pvalue"):
+            assert np.array_equal(getattr(x.responses, f), getattr(y.responses, f)), f
+
+
+@pytest.mark.parametrize("grid", [1 << 17, 40])
+def test_scores_summed_per_partition_equal_the_whole_evidence(corpus, teacher, tmp_path, monkeypatch, grid):
+    """Keys whose item scores are integers are scored where each partition's kept tuples are,
+    and only sums travel: the result equals the whole evidence's, every number (the test, the
+    anytime p-value on a coarse e-process grid too, the trajectory, decoys, per-response scores).
+    A Gumbel key (real-valued scores) brings the tuples to the driver instead."""
+    pl = importlib.import_module("fingerprint.verify.pipeline")
+    monkeypatch.setattr(pl, "EPROCESS_TIMES", grid)
+    d, keys, rows = corpus
+    small = tmp_path / "small-groups.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), small, row_group_size=3)
+    one = tmp_path / "all.jsonl"
+    one.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gumbel = FingerprintKey(bytes(range(80, 112)), "gumbel", {"context_width": 1}, teacher.vocab_size)
+    for ks, summed in ((keys, True), ([gumbel, keys[0]], False)):
+        assert [pl.sums_are_exact(k) for k in ks] == [True, True] if summed else [False, True]
+        options = VerifyOptions(n_decoys=12, decoy_seed=5)
+        said: list[str] = []
+        got = verify_partitions([str(small)], ks, teacher.tokenizer, options=options, progress=said.append).result
+        assert any(m.startswith("combining") for m in said) == summed
+        assert any(m.startswith("merging partition evidence") for m in said) != summed
+        ref = verify_exchanges(read_corpus([one])[0].exchanges, teacher.tokenizer, ks, options=options)
+        _same_results(got, ref)
+    with pytest.raises(ParameterError, match="not a sum of integer"):
+        pl.verify_sums([], [[]], [gumbel])

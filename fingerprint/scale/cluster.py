@@ -33,6 +33,12 @@ class Engine:
         return len(self.client.scheduler_info().get("workers", {}))
 
     @property
+    def private(self) -> bool:
+        """Whether a key's secret may go to the workers: a cluster on this machine (``local``)
+        or one reached over TLS (``tls://``)."""
+        return self.spec == "local" or self.spec.startswith(("local:", "tls://"))
+
+    @property
     def dashboard(self) -> str | None:
         """The dashboard's address, or None where it is not served (bokeh missing)."""
         import importlib.util
@@ -183,9 +189,11 @@ def _piece(result: tuple[Any, Sequence[Any], Any], bucket: int) -> Any:
 
 def run_shuffle(engine: Engine | None, map_fn: Callable[..., tuple[Any, Sequence[Any], Any]], items: Sequence[Any],
                 args: Sequence[Any], reduce_fn: Callable[[list[Any]], Any], n_buckets: int,
-                finish_fn: Callable[..., Any], finish_args: Callable[[list[Any]], list[tuple]], *,
+                finish_fn: Callable[..., Any], finish_args: Callable[..., list[tuple]], *,
                 consume: Callable[[int, Any], None] | None = None, what: str = "partitions",
-                progress: Callable[[str], None] | None = None) -> tuple[list[Any], list[Any]]:
+                progress: Callable[[str], None] | None = None,
+                summarize_fn: Callable[[Any], Any] | None = None, finish_what: str = "merging"
+                ) -> tuple[list[Any], list[Any]]:
     """A hash-partitioned map, reduce and finish. ``map_fn(item, *args)`` returns ``(meta, pieces,
     held)``, one piece per bucket (``n_buckets``); ``reduce_fn(pieces)`` runs for each bucket
     ``b`` on piece ``b`` of every item, in item order; once every meta is in,
@@ -198,12 +206,17 @@ def run_shuffle(engine: Engine | None, map_fn: Callable[..., tuple[Any, Sequence
     stays on the worker that made it, the reduce tasks fetch its pieces, and the finish task of
     an item runs where its map result is (the reduce results should be small). Tasks are pure,
     so a lost worker's are rerun. Progress: the map as :func:`run_ordered` reports it, then the
-    finish (``merging``)."""
+    finish (``merging``).
+
+    ``summarize_fn``: when given, it runs on each bucket's reduce result (where that result is)
+    and ``finish_args(metas, summaries)`` gets the summaries in bucket order too (they travel
+    to this process: keep them small)."""
     if engine is None:
         mapped = [r for _i, r in run_ordered(None, map_fn, items, *args, what=what, progress=progress)]
         here = [m[0] for m in mapped]
         reduced = [reduce_fn([m[1][b] for m in mapped]) for b in range(n_buckets)]
-        extra_here = finish_args(here)
+        extra_here = (finish_args(here) if summarize_fn is None
+                      else finish_args(here, [summarize_fn(r) for r in reduced]))
         finished = []
         for j in range(len(mapped)):
             result = finish_fn(mapped[j], reduced, j, *extra_here[j])
@@ -235,7 +248,8 @@ def run_shuffle(engine: Engine | None, map_fn: Callable[..., tuple[Any, Sequence
             metas[index[fut.key]] = fut.result()
             done += 1
             report(done, total, what)
-        extra = finish_args(metas)
+        extra = (finish_args(metas) if summarize_fn is None
+                 else finish_args(metas, client.gather(client.map(summarize_fn, reducers, pure=False))))
         report = _reporter(progress)  # the finishing phase has its own clock
         finals = [client.submit(finish_fn, futures[j], reducers, j, *extra[j], pure=False) for j in range(total)]
         position = {f.key: j for j, f in enumerate(finals)}
@@ -249,7 +263,7 @@ def run_shuffle(engine: Engine | None, map_fn: Callable[..., tuple[Any, Sequence
                 out[j] = result
             del result
             done += 1
-            report(done, total, "merging")
+            report(done, total, finish_what)
             freed.add(j)  # the item's map result is no longer needed: free it on its worker
             for f in (fut, futures[j], meta_futures[j], *pieces[j * n_buckets:(j + 1) * n_buckets]):
                 f.release()

@@ -38,17 +38,19 @@ import numpy as np
 
 from ..corpus import ExchangeSet
 from ..errors import InputError, ParameterError
-from ..keys import FingerprintKey
+from ..keys import FingerprintKey, WorkerKey
 from ..tokenize import load_tokenizer
 from ..verify import (Evidence, VerifyOptions, VerifyResult, key_vocab_notes, placed_at, text_evidence,
                       tokenizer_fit_problem, verify_evidence)
-from ..verify.evidence import hash_buckets, merge_distinct, without_items
+from ..verify.evidence import distinct_shell, hash_buckets, merge_distinct, without_items
+from ..verify.pipeline import ScoreSums, eprocess_grid, score_sums, sums_are_exact, trajectory_marks_of, verify_sums
 from ..windows import WindowFilter, first_occurrence_mask
 from .cluster import Engine, run_shuffle, task_runner
 from .sources import Batch, Columns, Partition, expand_inputs, files_of, plan_partitions, read_partition
 
 __all__ = ["PartitionEvidence", "ScaledVerification", "Items", "partition_evidence", "partition_buckets",
-           "dedup_bucket", "kept_items", "merged_evidence", "Assembly", "verify_partitions", "PARTITIONS_PER_BUCKET"]
+           "dedup_bucket", "kept_items", "merged_evidence", "Assembly", "verify_partitions", "PARTITIONS_PER_BUCKET",
+           "bucket_counts", "SumsPlan", "kept_sums", "Tally"]
 
 #: Buckets of the global de-duplication: about this many partitions' worth of tuple ids per
 #: bucket (a bucket task's memory: 8 bytes an id, a few times over while it sorts), and a
@@ -278,6 +280,92 @@ class Assembly:
                               it.text_index[:n])
 
 
+def bucket_counts(reduced: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[int, np.ndarray]:
+    """How many items each partition keeps in one bucket (what :func:`dedup_bucket` returned),
+    per width, ``(P,)`` int64: a bucket's summary, small enough to travel to the driver."""
+    out: dict[int, np.ndarray] = {}
+    for h, (packed, starts) in reduced.items():
+        cum = np.concatenate(([0], np.cumsum(np.unpackbits(packed, count=int(starts[-1])), dtype=np.int64)))
+        out[h] = cum[starts[1:]] - cum[starts[:-1]]
+    return out
+
+
+@dataclass(frozen=True)
+class SumsPlan:
+    """What every partition's scoring needs (:func:`kept_sums`): the keys, the trajectory marks
+    per context width ``(M,)`` (global token positions), and the decoys."""
+
+    keys: tuple[WorkerKey, ...]
+    marks: dict[int, np.ndarray]
+    n_decoys: int
+    decoy_seed: int
+
+
+def kept_sums(mapped: MapResult, buckets: list[dict[int, tuple[np.ndarray, np.ndarray]]], j: int, text_start: int,
+              token_start: int, plan: SumsPlan, grids: dict[int, np.ndarray]) -> list[ScoreSums]:
+    """Partition ``j``'s finish when the statistic is summed where the items are: its kept items
+    (:func:`kept_items`) scored by every key of ``plan`` and its decoys, one
+    :class:`fingerprint.verify.pipeline.ScoreSums` per key (``grids``: the partition's e-process
+    times per width, local item indices). Only these sums leave the worker."""
+    kept = kept_items(mapped, buckets, j, text_start, token_start)
+    n_texts = mapped[0].n_texts
+    out = []
+    for sent in plan.keys:
+        key = sent.key()
+        h = key.scheme_object().context_width
+        it = kept[h]
+        out.append(score_sums(key, it.blocks, it.positions, it.text_index, marks=plan.marks[h], grid=grids[h],
+                              n_texts=n_texts, text_start=text_start, n_decoys=plan.n_decoys,
+                              decoy_seed=plan.decoy_seed))
+    return out
+
+
+class Tally:
+    """The driver's side of summed verification: :meth:`start` takes the partitions' tasks' first
+    parts (corpus order) and the buckets' :func:`bucket_counts`, builds the corpus' evidence
+    without items per width (:attr:`shells`) and gives each partition's finish its arguments;
+    :meth:`add` keeps finish ``j``'s sums; :meth:`sums` gives them per key, in corpus order."""
+
+    def __init__(self, keys: Sequence[FingerprintKey], options: VerifyOptions) -> None:
+        self.keys = tuple(keys)
+        self.options = options
+        self.shells: dict[int, Evidence] = {}
+        self._got: dict[int, list[ScoreSums]] = {}
+        self._parts = 0
+
+    def start(self, metas: list[PartitionEvidence], summaries: list[dict[int, np.ndarray]]
+              ) -> list[tuple[int, int, SumsPlan, dict[int, np.ndarray]]]:
+        text_start, token_start = _offsets(metas)
+        self._parts = len(metas)
+        item_start: dict[int, np.ndarray] = {}
+        for h in (metas[0].evidence if metas else {}):
+            kept = np.zeros(len(metas), dtype=np.int64)
+            for counts in summaries:
+                kept += counts[h]
+            item_start[h] = np.concatenate(([0], np.cumsum(kept)))
+            self.shells[h] = distinct_shell([placed_at(pe.evidence[h], int(text_start[j]), int(token_start[j]))
+                                             for j, pe in enumerate(metas)], int(item_start[h][-1]))
+        plan = SumsPlan(tuple(k.for_workers() for k in self.keys), {h: trajectory_marks_of(ev.n_tokens, self.options) for h, ev in self.shells.items()},
+                        self.options.n_decoys, self.options.decoy_seed)
+        grids = {h: eprocess_grid(int(starts[-1])) for h, starts in item_start.items()}
+        out = []
+        for j in range(len(metas)):
+            mine = {}
+            for h, g in grids.items():
+                lo, hi = np.searchsorted(g, item_start[h][j:j + 2])
+                mine[h] = g[lo:hi] - item_start[h][j]
+            out.append((int(text_start[j]), int(token_start[j]), plan, mine))
+        return out
+
+    def add(self, j: int, sums: list[ScoreSums]) -> None:
+        self._got[j] = sums
+
+    def sums(self) -> list[list[ScoreSums]]:
+        if len(self._got) != self._parts:
+            raise ParameterError(f"the corpus' sums are not all in ({len(self._got)} of {self._parts} partitions)")
+        return [[self._got[j][i] for j in range(self._parts)] for i in range(len(self.keys))]
+
+
 def _finish_args(metas: list[PartitionEvidence]) -> list[tuple[int, int]]:
     text_start, token_start = _offsets(metas)
     return [(int(text_start[j]), int(token_start[j])) for j in range(len(metas))]
@@ -330,12 +418,20 @@ def verify_partitions(inputs: Sequence[str], keys: Sequence[FingerprintKey], tok
                                                                    if engine is not None else ""))
     workers = 1 if engine is None else max(1, engine.workers)
     n_buckets = -(-max(1, -(-len(parts) // PARTITIONS_PER_BUCKET)) // workers) * workers
-    assembly = Assembly()
-    ordered, _ = run_shuffle(engine, partition_buckets, parts,
-                             (columns, str(tokenizer.source), getattr(tokenizer, "pattern", None), widths, vocab,
-                              window_filters, skip_invalid, n_buckets),
-                             dedup_bucket, n_buckets, kept_items, assembly.start, consume=assembly.add,
-                             what="partitions", progress=progress)
+    map_args = (columns, str(tokenizer.source), getattr(tokenizer, "pattern", None), widths, vocab, window_filters,
+                skip_invalid, n_buckets)
+    summed = all(sums_are_exact(k) for k in keys) and (engine is None or engine.private)
+    if engine is not None and not engine.private:
+        say(f"the keys stay in this process ({engine.spec} is neither local nor tls://): the distinct tuples come "
+            f"here to be scored")
+    tally, assembly = Tally(keys, options), Assembly()
+    if summed:  # every key's statistic is a sum of integer scores: score where the items are
+        ordered, _ = run_shuffle(engine, partition_buckets, parts, map_args, dedup_bucket, n_buckets, kept_sums,
+                                 tally.start, consume=tally.add, what="partitions", progress=progress,
+                                 summarize_fn=bucket_counts, finish_what="scoring")
+    else:
+        ordered, _ = run_shuffle(engine, partition_buckets, parts, map_args, dedup_bucket, n_buckets, kept_items,
+                                 assembly.start, consume=assembly.add, what="partitions", progress=progress)
     suspect = ExchangeSet(exchanges=[], files=files_of(parts, [pe.batch for pe in ordered],
                                                                     [pe.n_texts for pe in ordered]),
                           skipped=[s for pe in ordered for s in pe.batch.exchanges.skipped],
@@ -347,13 +443,18 @@ def verify_partitions(inputs: Sequence[str], keys: Sequence[FingerprintKey], tok
         say(f"evidence gathered with a stopping rule ({suspect.stopping_rules[0]['file']}): the anytime-valid "
             f"p-value decides")
         options = replace(options, optional_stopping=True)
-    say(f"merging partition evidence (global de-duplication in {n_buckets} hash bucket(s))")
-    evidence = [assembly.evidence(h) for h in widths]
-    del assembly
     filter_size = None if window_filters is None else len(window_filters[widths[-1]])
     chars = [pe.n_chars for pe in ordered]
     problem = None if None in chars else tokenizer_fit_problem(sum(c for c in chars if c is not None),
                                                                sum(pe.n_tokens for pe in ordered))
+    if summed:
+        result = verify_sums([tally.shells[h] for h in widths], tally.sums(), keys, options=options, notes=notes,
+                             tokenizer_vocab_size=tokenizer.vocab_size, window_filter_size=filter_size,
+                             input_problem=problem, progress=progress)
+        return ScaledVerification(result, suspect, len(parts), options)
+    say(f"merging partition evidence (global de-duplication in {n_buckets} hash bucket(s))")
+    evidence = [assembly.evidence(h) for h in widths]
+    del assembly
     result = verify_evidence(evidence, keys, options=options, notes=notes, tokenizer_vocab_size=tokenizer.vocab_size,
                              window_filter_size=filter_size, progress=progress, input_problem=problem,
                              decoy_runner=None if engine is None else task_runner(engine))

@@ -105,6 +105,13 @@ class NullModel(abc.ABC):
         :class:`ParameterError` for a statistic without an e-process."""
         raise ParameterError(f"the {self.test_name} statistic has no anytime-valid e-process here")
 
+    def log10_eprocess_of_prefixes(self, prefix_sums: np.ndarray, n_items: np.ndarray) -> np.ndarray:
+        """The running log10 e-values of :meth:`log10_eprocess` from the statistic's prefix sums
+        ``(t,)`` after ``n_items`` ``(t,)`` items each (float64): what a corpus scored in pieces
+        (partitions on several workers) gives, number for number. Raises like
+        :meth:`log10_eprocess`."""
+        raise ParameterError(f"the {self.test_name} statistic has no anytime-valid e-process here")
+
     # ---- alternatives: the same statistic at another per-trial rate ------------------------
     def log_likelihood(self, totals: np.ndarray, sizes: np.ndarray, rate: float) -> np.ndarray:
         """Natural log of the density (or mass) of each total ``(r,)`` of ``sizes`` ``(r,)`` items
@@ -259,7 +266,14 @@ class BinomialNull(NullModel):
                                  "one window are drawn without replacement): no anytime-valid e-process")
         k = np.cumsum(np.asarray(item_scores, dtype=np.float64))
         idx = np.arange(k.size) if at is None else np.asarray(at, dtype=np.int64)
-        return binomial_mixture_log10_e(k[idx], (idx + 1.0) * self.trials_per_item, self.p)
+        return self.log10_eprocess_of_prefixes(k[idx], idx + 1.0)
+
+    def log10_eprocess_of_prefixes(self, prefix_sums: np.ndarray, n_items: np.ndarray) -> np.ndarray:
+        if not self.sequential:
+            raise ParameterError("this binomial null is conservative only for a fixed number of tuples (flags of "
+                                 "one window are drawn without replacement): no anytime-valid e-process")
+        return binomial_mixture_log10_e(np.asarray(prefix_sums, dtype=np.float64),
+                                        np.asarray(n_items, dtype=np.float64) * self.trials_per_item, self.p)
 
     def log_likelihood(self, totals: np.ndarray, sizes: np.ndarray, rate: float) -> np.ndarray:
         """``log P[Binom(sizes * trials_per_item, rate) = rint(total)]`` for each pair."""
@@ -354,7 +368,10 @@ class GammaNull(NullModel):
     def log10_eprocess(self, item_scores: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
         s = np.cumsum(np.asarray(item_scores, dtype=np.float64))
         idx = np.arange(s.size) if at is None else np.asarray(at, dtype=np.int64)
-        return gamma_mixture_log10_e(s[idx], idx + 1.0)
+        return self.log10_eprocess_of_prefixes(s[idx], idx + 1.0)
+
+    def log10_eprocess_of_prefixes(self, prefix_sums: np.ndarray, n_items: np.ndarray) -> np.ndarray:
+        return gamma_mixture_log10_e(np.asarray(prefix_sums, dtype=np.float64), np.asarray(n_items, dtype=np.float64))
 
     def log_likelihood(self, totals: np.ndarray, sizes: np.ndarray, rate: float) -> np.ndarray:
         """Log density of Gamma(sizes, scale=rate) at each total: ``sizes`` Exp scores of mean ``rate``."""

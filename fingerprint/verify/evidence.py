@@ -22,7 +22,7 @@ on the (window, prediction) pair).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from ..prf import encode_tuples
 from ..windows import WindowFilter, first_occurrence_mask, select_tuples, tuple_table
 
 __all__ = ["Evidence", "ItemCounts", "merge", "text_evidence", "keep_first_positions", "placed_at", "DUPLICATE_RULE",
-           "MODES", "hash_buckets", "without_items", "merge_distinct"]
+           "MODES", "hash_buckets", "without_items", "merge_distinct", "distinct_shell"]
 
 MODES = ("text", "logprobs", "reading")
 
@@ -293,12 +293,29 @@ def merge_distinct(shards: "list[Evidence] | tuple[Evidence, ...]", blocks: np.n
         raise ParameterError("merge_distinct: the item arrays differ in length")
     if n > 1 and not bool((positions[1:] >= positions[:-1]).all()):
         raise ParameterError("merge_distinct: items must come in position order")
+    counts = _distinct_counts(shards, shell, n)
+    return Evidence(shell.mode, shell.context_width, shell.vocab_size, blocks, dedup_ids, positions, text_index,
+                    weights, counts, shell.text_ids, shell.text_tokens, shell.text_numbers, shell.text_start,
+                    shell.token_start)
+
+
+def _distinct_counts(shards: "list[Evidence] | tuple[Evidence, ...]", shell: Evidence, n: int) -> ItemCounts:
     before = sum(s.counts.scored for s in shards)
     if n > before:
-        raise ParameterError(f"merge_distinct: {n} items, more than the shards' {before}")
+        raise ParameterError(f"{n} distinct items, more than the shards' {before}")
     dropped = dict(shell.counts.dropped)
     rule = DUPLICATE_RULE[shell.mode]
     dropped[rule] = dropped.get(rule, 0) + before - n
-    return Evidence(shell.mode, shell.context_width, shell.vocab_size, blocks, dedup_ids, positions, text_index,
-                    weights, ItemCounts(shell.counts.tokens_read, n, dropped), shell.text_ids, shell.text_tokens,
-                    shell.text_numbers, shell.text_start, shell.token_start)
+    return ItemCounts(shell.counts.tokens_read, n, dropped)
+
+
+def distinct_shell(shards: "list[Evidence] | tuple[Evidence, ...]", n_distinct: int) -> Evidence:
+    """What :func:`merge_distinct` gives for ``shards`` (placed, without their items) and
+    ``n_distinct`` surviving items, without the items themselves: the corpus' texts and counts,
+    for a statistic summed where the items are (:func:`fingerprint.verify.pipeline.verify_sums`)."""
+    if not shards:
+        raise ParameterError("distinct_shell needs at least one evidence object")
+    if any(len(s) for s in shards):
+        raise ParameterError("distinct_shell takes shards without their items (without_items)")
+    shell = merge(*shards)
+    return replace(shell, counts=_distinct_counts(shards, shell, int(n_distinct)))

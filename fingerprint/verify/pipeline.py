@@ -39,7 +39,8 @@ from .evidence import Evidence, ItemCounts, text_evidence
 from .result import (BayesSummary, DecoySummary, KeyResult, ResponseScores, Sufficiency, TrajectoryPoint,
                      VerifyOptions, VerifyResult)
 
-__all__ = ["verify", "verify_evidence", "verify_exchanges", "key_vocab_notes", "text_evidence_by_width", "tokenizer_fit_problem", "decoy_rows", "decoy_segment_sums", "TaskRunner", "Progress"]
+__all__ = ["verify", "verify_evidence", "verify_exchanges", "key_vocab_notes", "text_evidence_by_width", "tokenizer_fit_problem", "decoy_rows", "decoy_segment_sums", "TaskRunner", "Progress",
+           "ScoreSums", "score_sums", "sums_are_exact", "verify_sums", "eprocess_grid", "trajectory_marks_of"]
 
 Progress = Callable[[str], None]
 
@@ -220,10 +221,15 @@ def _decoy_rows_by_segments(key: FingerprintKey, ev: Evidence, main: _Scored, ma
     for (a, s0), part in zip(shape, runner(decoy_segment_sums, tasks)):
         sums[a:a + part.shape[0], s0:s0 + part.shape[1]] = part
     cum = np.concatenate((np.zeros((k, 1)), np.cumsum(sums, axis=1)), axis=1)  # (k, segments + 1)
-    totals = cum[:, -1]
-    at_marks = cum[:, np.searchsorted(np.append(bounds, n), n_at)]  # (k, M)
-    null = main.null
-    out = np.empty((k, 3 + marks.size))
+    return _decoy_rows_of_totals(main.null, cum[:, -1], cum[:, np.searchsorted(np.append(bounds, n), n_at)], n_at, u)
+
+
+def _decoy_rows_of_totals(null: NullModel, totals: np.ndarray, at_marks: np.ndarray, n_at: np.ndarray,
+                          u: np.ndarray) -> np.ndarray:
+    """The rows of :func:`decoy_rows` from each decoy's total ``(k,)`` and its score sums over
+    the first ``n_at`` ``(M,)`` items, ``at_marks`` ``(k, M)``."""
+    k = totals.size
+    out = np.empty((k, 3 + n_at.size))
     out[:, 0] = null.log10_sf(totals)
     out[:, 1] = null.randomized_pvalues(totals, u)
     out[:, 2] = (totals / null.n_trials - null.null_rate) if null.n_trials else math.nan
@@ -246,8 +252,15 @@ def _decoys(key: FingerprintKey, ev: Evidence, main: _Scored, test: TestResult, 
         tasks = [(ev, key.decoy_spec(), options.decoy_seed, list(range(a, min(k, a + DECOY_CHUNK))),
                   u[a:a + DECOY_CHUNK], main.keep, main.null, marks) for a in range(0, k, DECOY_CHUNK)]
         rows = np.concatenate((runner or _in_process)(decoy_rows, tasks))
+    return _decoy_summary(options, test, main.null, rows)
+
+
+def _decoy_summary(options: VerifyOptions, test: TestResult, null: NullModel, rows: np.ndarray
+                   ) -> tuple[DecoySummary, np.ndarray]:
+    """The decoys' summary and their trajectories ``(k, M)`` from their rows (:func:`decoy_rows`)."""
+    k = options.n_decoys
     log10, randomized, effects, traj = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3:]
-    ks = float(stats.kstest(randomized, "uniform").pvalue) if main.null.n_items else 1.0
+    ks = float(stats.kstest(randomized, "uniform").pvalue) if null.n_items else 1.0
     empirical = (1 + int((log10 <= test.log10_pvalue).sum())) / (k + 1)
     finite = effects[np.isfinite(effects)]
     summary = DecoySummary(k=k, seed=options.decoy_seed, empirical_pvalue=empirical, ks_pvalue=ks,
@@ -264,20 +277,33 @@ def _decoys(key: FingerprintKey, ev: Evidence, main: _Scored, test: TestResult, 
 EPROCESS_TIMES = 1 << 17
 
 
+def eprocess_grid(n: int) -> np.ndarray:
+    """The item indices ``(G,)`` at which the e-process is evaluated over ``n`` items (besides
+    the trajectory marks): every item up to :data:`EPROCESS_TIMES`, else that many evenly spaced."""
+    if n <= EPROCESS_TIMES:
+        return np.arange(n)
+    return np.linspace(0, n - 1, EPROCESS_TIMES).astype(np.int64)
+
+
 def _anytime(s: _Scored, options: VerifyOptions, n_at: np.ndarray) -> tuple[float | None, np.ndarray]:
     """The anytime-valid log10 p-value after all items and after ``n_at`` ``(M,)`` items each
     (``None`` and NaNs when the statistic has no e-process; an error if the evidence was gathered
     with a stopping rule, since then no other p-value is valid)."""
-    n = int(s.raw.size)
+    return _anytime_of(int(s.raw.size), lambda times: s.null.log10_eprocess(s.raw, at=times), options, n_at)
+
+
+def _anytime_of(n: int, log10_e: Callable[[np.ndarray], np.ndarray], options: VerifyOptions, n_at: np.ndarray
+                ) -> tuple[float | None, np.ndarray]:
+    """:func:`_anytime` for ``n`` items whose running log10 e-values at sorted item indices come
+    from ``log10_e``."""
     if n == 0:
         return 0.0, np.zeros(n_at.size)
     if n <= EPROCESS_TIMES:
-        times = np.arange(n)
+        times = eprocess_grid(n)
     else:
-        times = np.unique(np.concatenate([np.linspace(0, n - 1, EPROCESS_TIMES).astype(np.int64),
-                                          np.clip(n_at - 1, 0, n - 1)]))
+        times = np.unique(np.concatenate([eprocess_grid(n), np.clip(n_at - 1, 0, n - 1)]))
     try:
-        running = anytime_log10_pvalues(s.null.log10_eprocess(s.raw, at=times))
+        running = anytime_log10_pvalues(log10_e(times))
     except ParameterError as exc:
         if options.optional_stopping:
             raise ParameterError(f"the evidence was gathered with a stopping rule, but {exc}") from None
@@ -298,23 +324,33 @@ def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_key
         counts = counts.with_duplicates(ev.duplicate_rule, counts.scored - n)
     total = float(main.scores.sum(dtype=np.float64))
     test = main.null.test(total, confidence_level=options.confidence_level)
+    marks = _trajectory_marks(ev.n_tokens, options.trajectory_points)
+    traj_main, n_at = _trajectory(main, ev.positions, marks)
+    anytime_final, anytime_at = _anytime(main, options, n_at)
+    decoys, decoy_traj = _decoys(key, ev, main, test, marks, options, say, runner)
+    return _assembled(key, main.null, counts, total, options, n_keys, marks, traj_main, n_at, anytime_final,
+                      anytime_at, decoys, decoy_traj, _response_scores(scheme, ev, main))
 
-    effect_max = options.effect_prior_max if options.effect_prior_max is not None else main.null.effect_prior_default
-    log10_bf = main.null.log10_bayes_factor(total, effect_max) if n else 0.0
+
+def _assembled(key: FingerprintKey, null: NullModel, counts: ItemCounts, total: float, options: VerifyOptions,
+               n_keys: int, marks: np.ndarray, traj_main: np.ndarray, n_at: np.ndarray, anytime_final: float | None,
+               anytime_at: np.ndarray, decoys: DecoySummary | None, decoy_traj: np.ndarray | None,
+               responses: ResponseScores) -> dict:
+    """One key's result from its statistic: the test, the Bayes factor, sufficiency and the
+    trajectory (``marks``, the log10 p ``traj_main`` after ``n_at`` items, the anytime p-values,
+    the decoys' band)."""
+    test = null.test(total, confidence_level=options.confidence_level)
+    n = null.n_items
+    effect_max = options.effect_prior_max if options.effect_prior_max is not None else null.effect_prior_default
+    log10_bf = null.log10_bayes_factor(total, effect_max) if n else 0.0
     bayes = BayesSummary(log10_bayes_factor=log10_bf,
                          effect_prior=f"uniform(0, {effect_max:g}) on the excess over the null rate",
                          effect_prior_max=effect_max, prior_probability=options.prior_probability,
                          posterior=posterior_probability(log10_bf, options.prior_probability))
     level = mde_log10_alpha(options.alpha, n_keys)
-    mde = main.null.min_detectable_effect(level)
+    mde = null.min_detectable_effect(level)
     sufficiency = Sufficiency(min_detectable_effect=mde, target_effect=effect_max,
-                              items_needed=main.null.items_needed(effect_max, level),
-                              sufficient=mde <= effect_max)
-
-    marks = _trajectory_marks(ev.n_tokens, options.trajectory_points)
-    traj_main, n_at = _trajectory(main, ev.positions, marks)
-    anytime_final, anytime_at = _anytime(main, options, n_at)
-    decoys, decoy_traj = _decoys(key, ev, main, test, marks, options, say, runner)
+                              items_needed=null.items_needed(effect_max, level), sufficient=mde <= effect_max)
     trajectory = []
     for j, mark in enumerate(marks):
         if decoy_traj is not None:
@@ -323,8 +359,8 @@ def _key_result(key: FingerprintKey, ev: Evidence, options: VerifyOptions, n_key
             lo = med = hi = math.nan
         trajectory.append(TrajectoryPoint(int(mark), int(n_at[j]), float(traj_main[j]), float(lo), float(med),
                                           float(hi), float(anytime_at[j])))
-    return {"key": key.to_public_dict(), "test": test, "anytime": anytime_final, "counts": counts, "bayes": bayes, "sufficiency": sufficiency,
-            "decoys": decoys, "trajectory": trajectory, "responses": _response_scores(scheme, ev, main)}
+    return {"key": key.to_public_dict(), "test": test, "anytime": anytime_final, "counts": counts, "bayes": bayes,
+            "sufficiency": sufficiency, "decoys": decoys, "trajectory": trajectory, "responses": responses}
 
 
 def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKey | Sequence[FingerprintKey], *,
@@ -361,6 +397,15 @@ def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKe
             raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the evidence's "
                              f"{ev.vocab_size}: wrong key or tokenizer")
         raws.append(_key_result(key, ev, options, len(key_list), say, decoy_runner))
+    first = by_width[next(iter(by_width))]
+    return _results(raws, options, notes, input_problem, n_texts=first.n_texts, n_tokens=first.n_tokens,
+                    tokenizer_vocab_size=tokenizer_vocab_size, window_filter_size=window_filter_size)
+
+
+def _results(raws: list[dict], options: VerifyOptions, notes: Sequence[str], input_problem: str | None, *,
+             n_texts: int, n_tokens: int, tokenizer_vocab_size: int | None, window_filter_size: int | None
+             ) -> VerifyResult:
+    """The verify result from each key's result (:func:`_assembled`): Holm over the keys, verdicts."""
     decisive = [r["anytime"] if options.optional_stopping else r["test"].log10_pvalue for r in raws]
     adjusted, holm_applied = adjust(decisive)
     out_notes = list(notes)
@@ -377,8 +422,7 @@ def verify_evidence(evidence: Evidence | Sequence[Evidence], keys: FingerprintKe
                                  counts=raw["counts"], decoys=raw["decoys"], bayes=raw["bayes"],
                                  sufficiency=raw["sufficiency"], trajectory=raw["trajectory"],
                                  responses=raw["responses"], verdict=verdict, reason=reason))
-    first = by_width[next(iter(by_width))]
-    return VerifyResult(results=results, options=options, n_texts=first.n_texts, n_tokens=first.n_tokens,
+    return VerifyResult(results=results, options=options, n_texts=n_texts, n_tokens=n_tokens,
                         tokenizer_vocab_size=tokenizer_vocab_size, window_filter_size=window_filter_size,
                         holm_applied=holm_applied, notes=out_notes)
 
@@ -551,3 +595,180 @@ def verify_exchanges(exchanges: ExchangeSet, tokenizer, keys: FingerprintKey | S
     result.notes[:0] = notes
     result.tokenizer_vocab_size = vocab
     return result
+
+
+# ---- the statistic from sums over pieces of the corpus (partitions scored where they are) -------
+
+@dataclass
+class ScoreSums:
+    """One key's scores over a contiguous piece of the corpus' distinct items (a partition's kept
+    items, in position order): all that the test, the trajectory, the anytime p-value, the
+    decoys and the per-response scores need. Sums over pieces add up to the whole corpus'; with
+    integer item scores (:func:`sums_are_exact`) float64 adds them exactly, in any grouping.
+
+    ``n`` items; ``total`` their score sum; ``n_at`` ``(M,)`` int64 items before each trajectory
+    mark (a global token position) and ``at_marks`` ``(M,)`` their score sums; ``grid_prefix``
+    ``(G,)`` the inclusive prefix sums at the piece's e-process times (local item indices, given
+    by the caller); ``text_n``/``text_stat`` ``(T,)`` items and score sums of the piece's texts;
+    ``decoy_totals`` ``(k,)`` and ``decoy_at_marks`` ``(k, M)`` the same for the decoy keys (None
+    without decoys)."""
+
+    n: int
+    total: float
+    n_at: np.ndarray
+    at_marks: np.ndarray
+    grid_prefix: np.ndarray
+    text_n: np.ndarray
+    text_stat: np.ndarray
+    decoy_totals: np.ndarray | None
+    decoy_at_marks: np.ndarray | None
+
+
+def sums_are_exact(key: FingerprintKey) -> bool:
+    """Whether ``key`` and its decoys score every distinct tuple (no per-key de-duplication), with
+    integer scores and a null that depends only on the item count: then :class:`ScoreSums` of
+    pieces give the single-process result number for number."""
+    from ..keys import decoy_key
+    from ..prf import encode_tuples
+
+    scheme = key.scheme_object()
+    h = scheme.context_width
+    empty = encode_tuples(np.zeros((0, h), dtype=np.int64), np.zeros(0, dtype=np.int64))
+    for sc in (scheme, decoy_key(key.decoy_spec(), 0, 0).scheme_object()):
+        if sc.distinct_mask(empty) is not None or not np.issubdtype(sc.scores_of_blocks(empty).dtype, np.integer):
+            return False
+    null = scheme.null(1)
+    return type(null).log10_sf_prefixes is not NullModel.log10_sf_prefixes
+
+
+def _sums_at(scores: np.ndarray, positions: np.ndarray, marks: np.ndarray, grid: np.ndarray | None
+             ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Total, items before each mark ``(M,)``, their sums ``(M,)`` and the inclusive prefix sums
+    at ``grid`` ``(G,)`` of item scores ``(n,)`` at ``positions`` ``(n,)``."""
+    cum = np.concatenate(([0.0], np.cumsum(scores, dtype=np.float64)))
+    n_at = np.searchsorted(positions, marks, side="left")
+    return (float(cum[-1]), n_at, cum[n_at], np.zeros(0) if grid is None else cum[grid + 1])
+
+
+def score_sums(key: FingerprintKey, blocks: np.ndarray, positions: np.ndarray, text_index: np.ndarray, *,
+               marks: np.ndarray, grid: np.ndarray, n_texts: int, text_start: int, n_decoys: int,
+               decoy_seed: int) -> ScoreSums:
+    """:class:`ScoreSums` of ``key`` (and its ``n_decoys`` decoys of ``decoy_seed``) over one
+    piece's items: ``blocks`` ``(n, k, 4)``, global ``positions`` and ``text_index`` ``(n,)`` in
+    position order; ``marks`` ``(M,)`` global token positions; ``grid`` ``(G,)`` local item
+    indices; the piece's texts are ``text_start`` to ``text_start + n_texts``. A pure function of
+    its arguments (a cluster's worker runs it)."""
+    from ..keys import decoy_key
+
+    scores = key.scheme_object().scores_of_blocks(blocks)
+    total, n_at, at_marks, grid_prefix = _sums_at(scores, positions, marks, grid)
+    local = text_index - np.int64(text_start)
+    text_n = np.bincount(local, minlength=n_texts)
+    text_stat = np.bincount(local, weights=scores, minlength=n_texts)
+    d_totals = d_marks = None
+    if n_decoys:
+        d_totals, d_marks = np.empty(n_decoys), np.empty((n_decoys, marks.size))
+        spec = key.decoy_spec()
+        for i in range(n_decoys):
+            d_scores = decoy_key(spec, decoy_seed, i).scheme_object().scores_of_blocks(blocks)
+            d_totals[i], _, d_marks[i], _ = _sums_at(d_scores, positions, marks, None)
+    return ScoreSums(int(scores.size), total, n_at, at_marks, grid_prefix, text_n, text_stat, d_totals, d_marks)
+
+
+def _prefixes_at(times: np.ndarray, grid: np.ndarray, grid_prefix: np.ndarray, n_at: np.ndarray,
+                 at_marks: np.ndarray) -> np.ndarray:
+    """Inclusive prefix sums at item indices ``times`` ``(t,)``: each is a grid time or the last
+    item before a trajectory mark (``n_at - 1``), whose prefix is the sum at that mark."""
+    pos = np.minimum(np.searchsorted(grid, times), max(grid.size - 1, 0))
+    on_grid = grid[pos] == times if grid.size else np.zeros(times.size, dtype=bool)
+    out = np.empty(times.size)
+    out[on_grid] = grid_prefix[pos[on_grid]]
+    rest = times[~on_grid]
+    m = np.searchsorted(n_at - 1, rest)
+    if rest.size and not np.array_equal((n_at - 1)[np.minimum(m, n_at.size - 1)], rest):
+        raise ParameterError("an e-process time is neither a grid time nor the last item before a mark")
+    out[~on_grid] = at_marks[m]
+    return out
+
+
+def verify_sums(shells: Sequence[Evidence], sums: Sequence[Sequence[ScoreSums]],
+                keys: FingerprintKey | Sequence[FingerprintKey], *, options: VerifyOptions = VerifyOptions(),
+                notes: Sequence[str] = (), tokenizer_vocab_size: int | None = None,
+                window_filter_size: int | None = None, input_problem: str | None = None,
+                progress: Progress | None = None) -> VerifyResult:
+    """:func:`verify_evidence` from sums: ``shells`` the corpus' evidence per context width
+    without its items (texts and counts; ``counts.scored`` the distinct items), ``sums[i]`` key
+    ``i``'s :class:`ScoreSums` of each piece of the corpus, in corpus order, made with the
+    trajectory marks of :func:`trajectory_marks_of` and the e-process times of
+    :func:`eprocess_grid` cut at the pieces' item offsets. For keys with :func:`sums_are_exact`,
+    the result equals :func:`verify_evidence` on the whole evidence, number for number."""
+    options.validate()
+    say = progress or _quiet
+    key_list = _as_keys(keys)
+    by_width = {ev.context_width: ev for ev in reversed(list(shells))}
+    raws = []
+    for key, pieces in zip(key_list, sums):
+        if not sums_are_exact(key):
+            raise ParameterError(f"key {key.key_id[:12]} ({key.scheme}): its statistic is not a sum of integer "
+                                 f"item scores over the corpus' distinct tuples; verify its evidence whole")
+        shell = by_width[key.scheme_object().context_width]
+        if shell.mode != options.mode:
+            raise ParameterError(f"evidence of mode {shell.mode!r} given for options.mode {options.mode!r}")
+        if shell.vocab_size > key.vocab_size:
+            raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the evidence's "
+                             f"{shell.vocab_size}: wrong key or tokenizer")
+        say(f"combining {len(pieces)} piece(s) of key {key.key_id[:12]} ({key.scheme})")
+        n = sum(p.n for p in pieces)
+        if n != shell.counts.scored:
+            raise ParameterError(f"the pieces hold {n} items, the evidence {shell.counts.scored}")
+        null = key.scheme_object().null(n)
+        total = 0.0
+        offsets = []
+        for p in pieces:
+            offsets.append(total)
+            total += p.total
+        marks = trajectory_marks_of(shell.n_tokens, options)
+        n_at = np.zeros(marks.size, dtype=np.int64)
+        for p in pieces:
+            n_at = n_at + p.n_at
+        at_marks = np.zeros(marks.size)
+        for p in pieces:
+            at_marks = at_marks + p.at_marks
+        grid = eprocess_grid(n)
+        grid_prefix = np.concatenate([p.grid_prefix + off for p, off in zip(pieces, offsets)] or [np.zeros(0)])
+        if grid_prefix.size != grid.size:
+            raise ParameterError(f"the pieces give {grid_prefix.size} e-process times, expected {grid.size}")
+        traj_main = null.log10_sf_prefixes(at_marks, n_at)
+        anytime_final, anytime_at = _anytime_of(
+            n, lambda times: null.log10_eprocess_of_prefixes(_prefixes_at(times, grid, grid_prefix, n_at, at_marks),
+                                                             times + 1.0), options, n_at)
+        test = null.test(total, confidence_level=options.confidence_level)
+        decoys = decoy_traj = None
+        if options.n_decoys:
+            k = options.n_decoys
+            u = np.random.default_rng([options.decoy_seed, 0x6B73]).random(k)
+            d_totals, d_marks = np.zeros(k), np.zeros((k, marks.size))
+            for p in pieces:
+                if p.decoy_totals is None or p.decoy_at_marks is None or p.decoy_totals.size != k:
+                    raise ParameterError(f"a piece lacks the sums of the {k} decoys")
+                d_totals = d_totals + p.decoy_totals
+                d_marks = d_marks + p.decoy_at_marks
+            decoys, decoy_traj = _decoy_summary(options, test, null,
+                                                _decoy_rows_of_totals(null, d_totals, d_marks, n_at, u))
+        per_n = np.concatenate([p.text_n for p in pieces] or [np.zeros(0, np.int64)])
+        per_stat = np.concatenate([p.text_stat for p in pieces] or [np.zeros(0)])
+        if per_n.size != shell.n_texts:
+            raise ParameterError(f"the pieces hold {per_n.size} texts, the evidence {shell.n_texts}")
+        per_log10 = null.log10_sf_prefixes(per_stat, per_n) if shell.n_texts else np.zeros(0)
+        responses = ResponseScores(ids=list(shell.text_ids), n_tokens=shell.text_tokens, n_scored=per_n,
+                                   statistic=per_stat, log10_pvalue=per_log10)
+        raws.append(_assembled(key, null, shell.counts, total, options, len(key_list), marks, traj_main, n_at,
+                               anytime_final, anytime_at, decoys, decoy_traj, responses))
+    first = list(shells)[0]
+    return _results(raws, options, notes, input_problem, n_texts=first.n_texts, n_tokens=first.n_tokens,
+                    tokenizer_vocab_size=tokenizer_vocab_size, window_filter_size=window_filter_size)
+
+
+def trajectory_marks_of(n_tokens: int, options: VerifyOptions) -> np.ndarray:
+    """The trajectory's marks ``(M,)`` (global token positions) for a corpus of ``n_tokens``."""
+    return _trajectory_marks(n_tokens, options.trajectory_points)
