@@ -277,7 +277,7 @@ LOGPROBS_NOTE = ("logprobs mode tests the distribution the suspect reports for a
 def _check_open_weights_flags(args: argparse.Namespace) -> None:
     """``--suspect-model``, ``--reference-model`` and ``--top-k`` belong to ``--mode reading``."""
     given = [f for f, v in (("--suspect-model", args.suspect_model), ("--reference-model", args.reference_model),
-                            ("--top-k", args.top_k)) if v is not None]
+                            ("--top-k", args.top_k), ("--window-weights", args.window_weights)) if v is not None]
     if not given:
         return
     if args.mode != "reading":
@@ -297,11 +297,14 @@ def _verify_open_weights(args: argparse.Namespace, keys, tokenizer, options, bat
     texts (``batch``: the positional inputs, the owner's texts), build the evidence and test it."""
     from .interop.open_weights import OpenWeightsModel
     from .verify import key_vocab_notes, verify_evidence
-    from .verify.distribution import distribution_evidence
+    from .verify.access import access_scheme
+    from .verify.distribution import WINDOW_WEIGHTINGS, distribution_evidence, entropy_weights, exposure_weights
 
     top_k = 64 if args.top_k is None else args.top_k
+    weighting = args.window_weights or "uniform"
     notes = key_vocab_notes(tokenizer, keys)
-    widths = list(dict.fromkeys(k.pairwise_scheme_for(tokenizer, "--suspect-model").context_width for k in keys))
+    widths = list(dict.fromkeys(access_scheme(k, tokenizer, "reading", fed_texts_clean=args.fed_texts_clean)
+                                .context_width for k in keys))
     if batch.tokens is not None:
         assert batch.offsets is not None
         texts: list = [batch.tokens[batch.offsets[i]:batch.offsets[i + 1]] for i in range(batch.offsets.size - 1)]
@@ -320,12 +323,23 @@ def _verify_open_weights(args: argparse.Namespace, keys, tokenizer, options, bat
     progress(f"reading {_n(len(texts), 'fed text')} with the suspect model (top {top_k} candidates per position"
              + (", and the reference's probabilities of them)" if reference is not None else ")"))
     reading = model.read(texts, tokenizer, top_k=top_k, reference=reference)
+
+    def weights(h: int):
+        if weighting == "exposure":
+            return exposure_weights([d.tokens for d in reading.distributions], h)
+        if weighting == "entropy":
+            return entropy_weights(reading.distributions)
+        return None
+
     evidence = [distribution_evidence(reading.distributions, context_width=h, vocab_size=tokenizer.vocab_size,
-                                      exclude_fed_pairs=not args.fed_texts_clean, text_ids=batch.text_ids)
+                                      exclude_fed_pairs=not args.fed_texts_clean, text_ids=batch.text_ids,
+                                      window_weights=weights(h))
                 for h in widths]
     notes.append(f"open weights: the inputs are the fed texts (the owner's texts the suspect model read), not the "
                  f"suspect's answers; suspect model {model.describe()}; its top {top_k} next-token candidates at "
                  f"every position, each window's weights scaled to unit norm")
+    notes.append(f"window weights: {weighting} ({WINDOW_WEIGHTINGS[weighting]}; fixed before any key is used, so "
+                 f"the null holds as for uniform weights)")
     if reference is not None:
         notes.append(f"reference model (the owner's own, never trained on the key): {reference.describe()}; each "
                      f"candidate weighs max(p_suspect - p_reference, 0)")
@@ -372,10 +386,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     options = VerifyOptions(mode=args.mode, alpha=args.alpha, n_decoys=args.decoys, decoy_seed=args.decoy_seed,
                             prior_probability=args.prior, effect_prior_max=args.effect_prior_max,
                             fed_texts_clean=args.fed_texts_clean, optional_stopping=args.optional_stopping)
+    if args.worker_memory and not args.dask:
+        raise ParameterError("--worker-memory needs --dask local[:N]")
     if args.dask:
         from .scale.engine import verify_partitions
 
-        with connect(args.dask) as engine:
+        with connect(args.dask, memory_limit=args.worker_memory) as engine:
             if engine.dashboard:
                 progress(f"dask: {engine.workers} worker(s), dashboard {engine.dashboard}")
             scaled = verify_partitions(args.suspect, keys, tokenizer, options=options, columns=columns,
@@ -984,7 +1000,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--mode", choices=["text", "logprobs", "reading"], default="text",
                      help="text: sampled tokens (default); logprobs: the suspect's top-k logprobs (evidence "
                           "from collect --logprobs K); reading: the suspect's predictions on your texts "
-                          "(evidence from collect --endpoint completions --echo --logprobs 1)")
+                          "(evidence from collect --endpoint completions --echo --logprobs K: K = 1 scores the "
+                          "top-1 prediction, K > 1 the top-K distribution; or --suspect-model DIR)")
     ver.add_argument("--fed-texts-clean", action="store_true",
                      help="reading mode: the fed texts were NOT produced with this key (exact null, more "
                           "power); without it, pairs occurring in the fed texts are not scored")
@@ -1003,6 +1020,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "reading the same texts shares (default: none, weights p_suspect)")
     ow.add_argument("--top-k", type=int, metavar="K",
                     help="with --suspect-model: next-token candidates kept per position (default 64)")
+    ow.add_argument("--window-weights", choices=["uniform", "exposure", "entropy"],
+                    help="with --suspect-model: how each distinct window of the fed texts is weighted (fixed before "
+                         "any key is used, so the null is unchanged): uniform (every window 1), exposure (how many "
+                         "times the window occurs in the fed texts: a student learned most where it saw most) or "
+                         "entropy (the suspect's entropy over its top-K candidates there) (default uniform)")
     ver.add_argument("--served", action="append", metavar="PATH",
                      help="the owner's served outputs: ONE path per flag (a JSONL or Parquet file, a directory or "
                           "a glob; repeat the flag for several: --served a.jsonl --served b.jsonl), or a "
@@ -1013,6 +1035,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="verify partition by partition on Dask: local (one worker per core), local:N, or a "
                             "scheduler address tcp://host:8786 (needs fingerprint[scale]); the report is the same "
                             "as without it; default: in this process)")
+    scale.add_argument("--worker-memory", metavar="SIZE",
+                       help="with --dask local[:N]: each worker's memory limit, e.g. 2GiB; above 60%% of it Dask "
+                            "spills held partitions to disk, so a corpus larger than memory verifies out of core "
+                            "(default: the machine's memory shared among the workers)")
     scale.add_argument("--response-column", default="response", help="Parquet: the response text column "
                                                                       "(default response)")
     scale.add_argument("--prompt-column", default="prompt",

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from fingerprint.cli import main
 from fingerprint.verify import VerifyOptions, verify_evidence, verify_exchanges
-from fingerprint.verify.access import VocabMapper, reading_evidence
+from fingerprint.verify.access import VocabMapper, access_notes, reading_evidence, reading_top_k
 from fingerprint.corpus import Exchange, ExchangeSet, read_exchanges
 from fingerprint.keys import FingerprintKey
 from fingerprint.sim.distill import corpus_prompts
@@ -128,3 +129,30 @@ def test_reading_fingerprinted_texts_needs_the_fed_pair_rule(teacher):
     for name in ("model", "perfect"):
         assert (p[(name, True)] <= 0.01).sum() <= hi
         assert (p[(name, True)] <= 0.05).mean() <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 120)
+
+
+def test_topk_reading_over_http_scores_the_suspects_distributions(setup, teacher, tmp_path):
+    """collect --echo --logprobs 5 returns the suspect's top-5 predictions at every position of
+    the fed texts: reading scores them with the distribution statistic (weights p_suspect): its
+    null holds over 300 decoy keys on the control student, and the rho = 10% student is detected."""
+    d, key, key_path, students, qfile, ffile, _ = setup
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text("".join(ffile.read_text().splitlines(keepends=True)[:15]))
+    res, notes = {}, {}
+    for rho, student in students.items():
+        out = tmp_path / f"rd5-{rho}.jsonl"
+        with serve(ServedModel(student, teacher.tokenizer)) as srv:
+            assert main(["collect", str(feed), "--base-url", srv.url, "--model", "suspect", "--out", str(out),
+                         "--endpoint", "completions", "--quiet", "--max-tokens", "1", "--logprobs", "5", "--echo"]) == 0
+        es = read_exchanges([out])
+        assert reading_top_k(es) == 5
+        opts = VerifyOptions(mode="reading", fed_texts_clean=True, n_decoys=300 if rho == 0 else 0, decoy_seed=5,
+                             trajectory_points=2)
+        res[rho] = verify_exchanges(es, teacher.tokenizer, key, options=opts).results[0]
+        notes[rho] = access_notes(es, opts)
+    control, student = res[0.0], res[0.1]
+    assert control.test.test == "weighted-bernoulli-saddlepoint" and control.counts.scored > 5_000
+    assert control.decoys.k == 300 and control.decoys.ks_pvalue > 1e-3 and control.decoys.passed
+    assert control.test.log10_pvalue > -3 and control.verdict != "detected"
+    assert student.test.log10_pvalue < -6, student.test
+    assert "distribution" in notes[0.1][0] and "top 5" in notes[0.1][0]

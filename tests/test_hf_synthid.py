@@ -139,7 +139,7 @@ def test_parameters_and_key_file(tmp_path):
     assert len(key.decoys(2, seed=0)[1].scheme_object().keys) == 9
 
 
-def test_cli_verify_detects_synthid_text_and_refuses_other_modes(generations, teacher, tmp_path):
+def test_cli_verify_detects_synthid_text_and_refuses_reading_fingerprinted_texts(generations, teacher, tmp_path):
     """End to end: transformers' SynthID text, decoded to strings, re-tokenized by `fingerprint verify`."""
     import json
     import subprocess
@@ -162,7 +162,8 @@ def test_cli_verify_detects_synthid_text_and_refuses_other_modes(generations, te
         verdicts[name] = report
     assert verdicts["marked"]["verdict"] == "detected" and verdicts["marked"]["log10_pvalue"] < -10
     assert verdicts["plain"]["verdict"] == "not detected"
+    # reading texts fingerprinted with the key is refused, with the reason and the way out
     res = subprocess.run([sys.executable, "-m", "fingerprint.cli", "verify", str(tmp_path / "marked.jsonl"),
-                          "--key", str(key_path), "--tokenizer", teacher.tokenizer.source, "--mode", "logprobs"],
+                          "--key", str(key_path), "--tokenizer", teacher.tokenizer.source, "--mode", "reading"],
                          capture_output=True, text=True)
-    assert res.returncode == 2 and "--mode text" in res.stderr
+    assert res.returncode == 2 and "hf-synthid" in res.stderr and "--fed-texts-clean" in res.stderr

@@ -134,16 +134,19 @@ def test_cli_reads_a_checkpoint_and_writes_a_reading_report(suspect_dir, referen
     out = tmp_path / "report.json"
     base = ["verify", str(feed), "--key", str(key_path), "--tokenizer", teacher.tokenizer.source, "--quiet"]
     assert main([*base, "--mode", "reading", "--suspect-model", str(suspect_dir), "--reference-model",
-                 str(reference_dir), "--top-k", "16", "--decoys", "20", "--json", str(out)]) == 0
+                 str(reference_dir), "--top-k", "16", "--decoys", "20", "--window-weights", "exposure",
+                 "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["results"][0]["mode"] == "reading" and doc["n_texts"] == 12
     notes = " ".join(doc["notes"])
     assert str(suspect_dir) in notes and str(reference_dir) in notes and "sha256" in notes and "top 16" in notes
+    assert "window weights: exposure" in notes
     assert doc["results"][0]["verdict"] != "detected"
     capsys.readouterr()
     # the flags belong to --mode reading, and --reference-model / --top-k to --suspect-model
     assert main([*base, "--suspect-model", str(suspect_dir)]) == 2
     assert main([*base, "--mode", "reading", "--reference-model", str(reference_dir)]) == 2
+    assert main([*base, "--mode", "reading", "--window-weights", "entropy"]) == 2
     assert main([*base, "--mode", "reading", "--suspect-model", str(tmp_path)]) == 2  # not a checkpoint
     err = capsys.readouterr().err
     assert "--mode reading" in err and "--suspect-model DIR" in err and "config.json" in err

@@ -147,11 +147,24 @@ class Scheme(abc.ABC):
         return float(self.scores_of_blocks(blocks).sum(dtype=np.float64))
 
     #: True when every distinct (window, token) pair gets an independent score under H0, drawn
-    #: from the scheme's per-item null, whatever the other pairs (same window or not). The logprob
-    #: statistic (several candidates per window), reading mode and the strength guard's
-    #: per-response metrics rely on it. False for hf-kgw (a window's green list is a fixed-size
-    #: permutation, shared by every window with the same seed) and hf-synthid.
+    #: from the scheme's per-item null, whatever the other pairs (same window or not). The strength
+    #: guard's per-response metrics and the sequential (until detected) application rely on it.
+    #: False for hf-kgw (a window's green list is a fixed-size permutation, shared by every window
+    #: with the same seed) and hf-synthid. The access modes (logprobs, reading) do not need it:
+    #: they need :meth:`null` with weights and :meth:`reading_problem`.
     independent_pairs: ClassVar[bool] = True
+
+    def reading_problem(self, *, fed_texts_clean: bool) -> str | None:
+        """Why this key's fingerprint cannot be tested in reading mode (the suspect's predictions
+        at the windows of texts the owner fed it), or None when it can.
+
+        Reading needs every scored pair's score to be independent of the fed texts, or at most
+        biased downward by them: with fed texts produced with the key (``fed_texts_clean`` False)
+        the pairs of the fed texts are not scored, and a scheme whose other pairs share a score
+        with those in a way that cannot be found without the key says so here. With clean fed
+        texts (sampled without the key) nothing in the evidence depends on the key. Schemes
+        whose scores of distinct (window, token) pairs are independent (PRF schemes) have none."""
+        return None
 
     def distinct_mask(self, blocks: np.ndarray) -> np.ndarray | None:
         """Which of the already (window, token)-distinct tuples ``blocks`` still repeat a score

@@ -36,6 +36,14 @@ de-duplication the scheme keeps only the first tuple of each (seed, token)
 drops are counted as duplicate tuples). With it the exact null holds for both seedings and
 any key (tested over many keys against the sum-of-hypergeometrics null).
 
+The access modes. The logprob statistic and reading with the suspect's distributions weigh the
+flags of several candidates per window; those flags are negatively associated (one fixed-size
+green list per seed), so the independent weighted Bernoulli(gamma) null is conservative in the
+convex order (see :meth:`HfKgwScheme.null`). Reading texts fingerprinted with the key works for
+lefthash (the fed pairs are not scored, and no other pair shares their flag); selfhash seeds
+are shared across windows in a key-dependent way, so it reads clean fed texts only
+(:meth:`HfKgwScheme.reading_problem`).
+
 Speed. Verification asks only whether a few tokens per seed are green, so no green list is
 built: :func:`torch_randperm_contains` traces each asked token through the shuffle's swap
 targets (see the comment above it), which costs the ``k = int(V * ratio)`` MT19937 draws of the
@@ -57,7 +65,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from ..errors import ParameterError
-from ..stats import BinomialNull, NullModel
+from ..stats import BinomialNull, NullModel, WeightedBernoulliNull
 from ..windows import first_occurrence_mask
 from .base import ReproducedScheme, apply_temperature_top_p, sample_from_logp
 
@@ -702,13 +710,46 @@ class HfKgwScheme(ReproducedScheme):
 
     def null(self, n_items: int, *, blocks: np.ndarray | None = None,
              weights: np.ndarray | None = None) -> NullModel:
-        """Binom(n, green list size / V) over (seed, token)-distinct tuples (conservative: flags of
-        one window are drawn without replacement). A weighted statistic has no valid null here:
-        the flags of a window's candidates are dependent (exactly ``int(V * ratio)`` are green)."""
+        """Binom(n, green list size / V) over (seed, token)-distinct tuples; with ``weights``
+        ``(n,)`` (the logprob statistic, reading with distributions) the weighted Bernoulli sum
+        ``sum_i w_i B_i``, B_i iid Bernoulli(green list size / V), by its saddlepoint tail.
+
+        Both are conservative, not exact. Under H0 each seed's green list is a uniformly random
+        subset of exactly ``k = int(V * ratio)`` ids, independent across seeds, so the flags of
+        (seed, token)-distinct items are negatively associated with marginals ``gamma = k / V``
+        (indicators of a uniform fixed-size subset are; independent families of such stay so, and
+        so do their products with non-negative weights). A sum of negatively associated variables
+        is dominated in the convex order by the sum of independent copies with the same marginals
+        (Shao 2000): its moment generating function is smaller at every point, so every Chernoff
+        bound of the independent model holds for it, and its variance is smaller (for one window's
+        ``m`` candidates by the finite-population factor ``(V - m) / (V - 1)``). The tests check
+        both nulls against the exact sum-of-hypergeometrics null and decoy keys."""
         if weights is not None:
-            raise ParameterError("hf-kgw: the weighted (logprob) statistic has no exact null for transformers' "
-                                 "fixed-size green lists; use --mode text")
+            return WeightedBernoulliNull(weights, self._gamma)
         return BinomialNull(n_items, self._gamma, sequential=False)
+
+    def reading_problem(self, *, fed_texts_clean: bool) -> str | None:
+        """Reading fingerprinted fed texts needs the fed pairs' flags to be the only ones they
+        bias. Lefthash: a flag is a function of (previous token, token) when the hashing key maps
+        distinct previous tokens to distinct seeds (a key with many trailing zero bits folds some
+        together: refused). Selfhash: the seed is a minimum over the window and the token whose
+        position depends on the key, so pairs at other windows share their seed and flag with a
+        fed pair in a way no key-independent rule can find (refused; clean fed texts work)."""
+        if fed_texts_clean:
+            return None
+        if self.params["seeding"] == "selfhash":
+            return ("hf-kgw selfhash: a pair's seed is a minimum over its window and token whose position depends on "
+                    "the key, so pairs at other windows share their seed and green flag with pairs of the "
+                    "fingerprinted fed texts, and excluding the fed pairs (the only rule that can be applied before "
+                    "the key is used) cannot remove them: the fed texts' bias would count as the suspect's. Feed "
+                    "texts sampled without the fingerprint (--fed-texts-clean)")
+        seeds = lefthash_seeds32(self.hashing_key, np.arange(self.vocab_size))
+        if np.unique(seeds).size < self.vocab_size:
+            return ("hf-kgw lefthash: this hashing key maps distinct previous tokens to one seed (it has many trailing "
+                    "zero bits), so pairs at other windows share their green flag with pairs of the fingerprinted fed "
+                    "texts, which excluding the fed pairs cannot remove. Feed texts sampled without the fingerprint "
+                    "(--fed-texts-clean)")
+        return None
 
     # ---- embed side -----------------------------------------------------------------------
     def bias_logits(self, logits: np.ndarray, contexts: np.ndarray) -> np.ndarray:

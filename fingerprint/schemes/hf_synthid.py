@@ -27,6 +27,11 @@ convolution is direct, so tail probabilities keep their relative precision. The 
 reachable p-value is ``N ** -depth``. Other table sizes are refused (their g-values do not
 reduce to shifts, and the units would collide in ways this test cannot count).
 
+The access modes. The logprob statistic and reading with the suspect's distributions weigh each
+unit's g-value count with a fixed weight: the same shift argument gives the weighted null
+(:class:`~fingerprint.stats.WeightedShiftNull`). Reading needs fed texts sampled without the key
+(:meth:`HfSynthIdScheme.reading_problem` says why).
+
 Limits: transformers skips watermarking when a context repeats within ``context_history_size``
 steps, and pads the first ``ngram_len - 1`` contexts with zeros; verification needs neither
 (it scores every distinct unit, and only tokens with a full window inside the text). The embed
@@ -43,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from ..stats import NullModel, ShiftNull
+from ..stats import NullModel, ShiftNull, WeightedShiftNull
 from .base import ReproducedScheme, apply_temperature_top_p, check_logits, sample_from_logp
 
 __all__ = ["HfSynthIdScheme", "synthid_keys_secret", "torch_randint_bits"]
@@ -190,12 +195,30 @@ class HfSynthIdScheme(ReproducedScheme):
     def null(self, n_items: int, *, blocks: np.ndarray | None = None,
              weights: np.ndarray | None = None) -> NullModel:
         """The exact shift null for the distinct-unit tuples ``blocks`` (already de-duplicated);
-        it depends on which units were scored, so ``blocks`` is required."""
-        if weights is not None:
-            raise ParameterError("hf-synthid: the weighted (logprob) statistic is not supported; use --mode text")
+        it depends on which units were scored, so ``blocks`` is required. With ``weights``
+        ``(n,)`` (the logprob statistic, reading with distributions) the weighted shift null
+        (:class:`~fingerprint.stats.WeightedShiftNull`: the same argument over the key's shifts,
+        rounded up to a fine grid, conservative)."""
         if blocks is None or len(blocks) != n_items:
             raise ParameterError("hf-synthid's exact null depends on which units were scored: pass their blocks")
+        if weights is not None:
+            return WeightedShiftNull(self.units_of_blocks(blocks), weights, self.shift_g, self.params["depth"])
         return ShiftNull(self.units_of_blocks(blocks), self.shift_g, self.params["depth"])
+
+    def reading_problem(self, *, fed_texts_clean: bool) -> str | None:
+        """Texts fingerprinted with the key cannot be read: every g-value is an entry of one
+        table read at ``unit + keys[d]``, so the entries that made the fed texts' tokens win
+        their tournaments are read again by almost every other (window, token) pair at some
+        other depth (with ``F`` fed tokens about ``depth**2 * F / N`` shared entries per pair),
+        and under the shift null the key is no longer random once the fed texts are given (they
+        identify it). Clean fed texts are independent of the key: the shift null is exact."""
+        if fed_texts_clean:
+            return None
+        return ("hf-synthid: texts fingerprinted with this key cannot be read with a valid null: every g-value is an "
+                "entry of one table read at (unit + key), and the entries that made the fed texts' tokens win "
+                "their tournaments are read again by almost every other (window, token) pair, so no key-independent "
+                "rule can keep the fed texts' bias out of the score (and they identify the key, which the exact "
+                "null takes as random). Feed texts sampled without the fingerprint (--fed-texts-clean)")
 
     # ---- embed side --------------------------------------------------------------------
     def bias_logits(self, logits: np.ndarray, contexts: np.ndarray) -> np.ndarray:

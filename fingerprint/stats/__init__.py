@@ -6,7 +6,8 @@ Every p-value is an exact tail probability (no normal approximation) carried as
 Modules: :mod:`~fingerprint.stats.exact` (binomial and gamma tails and tests, effects),
 :mod:`~fingerprint.stats.nulls` (one :class:`NullModel` per statistic),
 :mod:`~fingerprint.stats.bayes`, :mod:`~fingerprint.stats.multiple` (Holm),
-:mod:`~fingerprint.stats.saddlepoint` (weighted sums).
+:mod:`~fingerprint.stats.saddlepoint` (weighted sums),
+:mod:`~fingerprint.stats.shift` (SynthID's weighted statistic).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from .exact import (Effect, TestResult, binomial_test, gamma_test, log10_binomia
 from .multiple import benjamini_hochberg, holm, sidak_min
 from .nulls import (BinomialNull, GammaNull, NullModel, ShiftNull, WeightedBernoulliNull,
                     WeightedExponentialNull)
-from .saddlepoint import weighted_bernoulli_test, weighted_exponential_test
+from .saddlepoint import iid_sum_test, weighted_bernoulli_test, weighted_exponential_test
+from .shift import WeightedShiftNull
 
 __all__ = [
     "Effect", "TestResult", "binomial_test", "gamma_test", "log_binomial_sf", "log_gamma_sf",
@@ -25,5 +27,5 @@ __all__ = [
     "log10_bayes_factor_binomial", "log10_bayes_factor_gamma", "posterior_probability",
     "holm", "benjamini_hochberg", "sidak_min",
     "NullModel", "BinomialNull", "GammaNull", "ShiftNull", "WeightedBernoulliNull", "WeightedExponentialNull",
-    "weighted_bernoulli_test", "weighted_exponential_test",
+    "WeightedShiftNull", "weighted_bernoulli_test", "weighted_exponential_test", "iid_sum_test",
 ]

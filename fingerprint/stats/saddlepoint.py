@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 from scipy import special
 
-__all__ = ["weighted_bernoulli_test", "weighted_exponential_test"]
+__all__ = ["weighted_bernoulli_test", "weighted_exponential_test", "iid_sum_test"]
 
 _LN10 = math.log(10.0)
 
@@ -106,3 +106,48 @@ def weighted_exponential_test(statistic: float, weights: np.ndarray) -> float:
         return float(((w / (1 - t * w)) ** 2).sum())
 
     return _lugannani_rice(float(statistic), float(w.sum()), cgf, cgf1, cgf2, 1.0 / float(w.max())) / _LN10
+
+
+def iid_sum_test(statistic: float, values: np.ndarray, probs: np.ndarray, count: int) -> float:
+    """log10 P[X_1 + ... + X_count >= statistic] with the X_d iid, ``P[X = values[j]] = probs[j]``
+    (a discrete distribution: ``values`` ``(m,)``, ``probs`` ``(m,)`` summing to 1), by the
+    Lugannani-Rice saddlepoint formula on the exact cumulant generating function
+    ``count * log sum_j probs[j] exp(t values[j])``. The largest reachable total is exact
+    (``count * log10 P[X = max]``), anything above it has probability 0 (``-inf``)."""
+    v = np.asarray(values, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    v, p = v[p > 0], p[p > 0]
+    if v.size == 0:
+        return 0.0
+    n = float(count)
+    lp = np.log(p / p.sum())
+
+    def tilted(t: float) -> np.ndarray:
+        a = lp + t * v
+        e = np.exp(a - a.max())
+        return e / e.sum()
+
+    def cgf(t: float) -> float:
+        a = lp + t * v
+        top_a = float(a.max())
+        return n * (top_a + math.log(float(np.exp(a - top_a).sum())))
+
+    def cgf1(t: float) -> float:
+        return n * float((tilted(t) * v).sum())
+
+    def cgf2(t: float) -> float:
+        e = tilted(t)
+        m = float((e * v).sum())
+        return n * float((e * (v - m) ** 2).sum())
+
+    vmax = float(v.max())
+    top = n * vmax
+    if statistic >= top - 1e-12 * max(1.0, abs(top)):
+        if statistic <= top + 1e-9 * max(1.0, abs(top)):
+            return n * math.log10(float(np.exp(lp[v == vmax]).sum()))
+        return -math.inf
+    mean = n * float((np.exp(lp) * v).sum())
+    out = _lugannani_rice(float(statistic), mean, cgf, cgf1, cgf2, math.inf) / _LN10
+    if out == -math.inf:  # just below the top, beyond the saddlepoint's reach: some X_d is the maximum
+        return min(0.0, math.log10(n) + float(np.log10(np.exp(lp[v == vmax]).sum())))
+    return out

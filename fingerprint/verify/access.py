@@ -26,24 +26,43 @@ being green), so the exact binomial tail stays valid (conservative). That rule c
 the power, so the better design feeds **clean** texts from the owner's model (sampled without
 the fingerprint: the same windows, independent of the key): the null is then exact and the
 rule is switched off (``fed_texts_clean=True``).
+
+**Top-k reading** (evidence collected with ``--echo --logprobs K``, K > 1: the server's top-k
+predictions at every prompt position). The same statistic as reading with open weights
+(:mod:`.distribution`): at each distinct window of the fed texts the suspect's top-k candidates,
+mapped to the owner's ids through their bytes, each weighted by its probability
+``exp(logprob)``, the window's weights scaled to unit norm. The mass outside the top k is simply
+not scored: the candidates and their weights are fixed by the suspect's outputs (independent of
+the key under H0) and only non-negative weights on scored pairs enter the sum, so leaving pairs
+out never makes the null's tail wrong, it only gives up what they would have added. This is the
+default for reading evidence with K > 1 (:func:`reading_top_k`); K = 1 keeps the top-1 statistic.
+
+**Schemes.** Every scheme is tested in the logprob mode (its :meth:`~fingerprint.schemes.Scheme.null`
+with weights) and in reading mode, except where
+:meth:`~fingerprint.schemes.Scheme.reading_problem` says why a key cannot be read on fed texts
+fingerprinted with it (hf-kgw selfhash and hf-synthid; both read clean fed texts).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..corpus import ExchangeSet, TokenLogprobs
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from ..keys import FingerprintKey
 from ..prf import encode_tuples
+from ..schemes import Scheme
 from ..tokenize import token_bytes_table
 from ..windows import is_member, ngram_ids, row_ids, text_keyed_ids
+from .distribution import PositionDistributions, distribution_evidence
 from .evidence import Evidence, ItemCounts, keep_first_positions
 from .result import VerifyOptions
 
-__all__ = ["VocabMapper", "logprob_evidence", "reading_evidence", "access_evidence"]
+__all__ = ["VocabMapper", "logprob_evidence", "reading_evidence", "access_evidence", "access_scheme",
+           "reading_top_k", "prompt_distributions", "topk_reading_evidence", "access_notes"]
 
 
 class VocabMapper:
@@ -226,14 +245,114 @@ def _evidence(mode: str, h: int, vocab: int, windows: np.ndarray, tokens: np.nda
                     text_tokens, np.arange(len(exchanges.exchanges), dtype=np.int64))
 
 
+def reading_top_k(exchanges: ExchangeSet) -> int:
+    """The most candidates the reading evidence holds at any prompt position (the K of
+    ``collect --echo --logprobs K``); 0 without prompt logprobs."""
+    return max((len(c) for ex in exchanges.exchanges for _, c in (ex.prompt_logprobs or ())), default=0)
+
+
+def prompt_distributions(exchanges: ExchangeSet, mapper: VocabMapper
+                         ) -> tuple[list[PositionDistributions], dict[str, int]]:
+    """The suspect's top-k predictions on the fed texts (prompt logprobs from ``--echo``) as one
+    :class:`~fingerprint.verify.distribution.PositionDistributions` per exchange, in the owner's ids.
+
+    Per text of ``L`` prompt tokens: ``tokens`` ``(L,)`` (``-1`` where no owner token has the
+    token's bytes), ``candidates`` ``(L, K)`` (``-1``: unmapped, or padding where the server
+    returned fewer than ``K``) and ``probs`` ``(L, K)`` = ``exp(logprob)`` (0 for a non-finite
+    logprob). Also returns counts: ``no_prompt_logprobs`` (exchanges without them) and
+    ``nonfinite_logprobs`` (candidates with no owner id are counted by the evidence, where scored).
+    """
+    k = reading_top_k(exchanges)
+    counts = {"no_prompt_logprobs": 0, "nonfinite_logprobs": 0}
+    out = []
+    for ex in exchanges.exchanges:
+        plp = ex.prompt_logprobs or ()
+        if not plp:
+            counts["no_prompt_logprobs"] += 1
+        L = len(plp)
+        tokens = mapper.ids([b for b, _ in plp]) if L else np.zeros(0, np.int64)
+        sizes = np.fromiter((len(c) for _, c in plp), dtype=np.int64, count=L)
+        flat = [cand for _, c in plp for cand in c]
+        ids = mapper.ids([b for b, _ in flat])
+        lps = np.fromiter((x for _, x in flat), dtype=np.float64, count=len(flat))
+        probs_flat = np.exp(lps)
+        bad = ~np.isfinite(probs_flat)
+        counts["nonfinite_logprobs"] += int(bad.sum())
+        probs_flat[bad] = 0.0
+        # scatter the ragged rows into (L, K): row of each candidate and its rank within the row
+        rows = np.repeat(np.arange(L), sizes)
+        rank = np.arange(len(flat)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        cands = np.full((L, max(k, 1)), -1, dtype=np.int64)
+        probs = np.zeros((L, max(k, 1)))
+        cands[rows, rank] = ids
+        probs[rows, rank] = probs_flat
+        out.append(PositionDistributions(tokens, cands, probs))
+    return out, counts
+
+
+def topk_reading_evidence(exchanges: ExchangeSet, mapper: VocabMapper, h: int, vocab: int, *,
+                          exclude_fed_pairs: bool = True,
+                          window_weights: Sequence[np.ndarray] | None = None) -> Evidence:
+    """Evidence of reading with the suspect's top-k predictions (``--echo --logprobs K``): the
+    distribution statistic of :func:`~fingerprint.verify.distribution.distribution_evidence` on
+    :func:`prompt_distributions` (weights ``p_suspect`` of the top-k candidates, unit norm per
+    distinct window; the mass outside the top k is not scored, which is conservative: see the
+    module docstring). ``window_weights``: per exchange an ``(L,)`` array, as there."""
+    dists, extra = prompt_distributions(exchanges, mapper)
+    if not any(d.tokens.size for d in dists):
+        raise InputError("no prompt logprobs to read: collect with --endpoint completions --echo --logprobs K")
+    ev = distribution_evidence(dists, context_width=h, vocab_size=vocab, exclude_fed_pairs=exclude_fed_pairs,
+                               window_weights=window_weights, text_ids=[e.id for e in exchanges.exchanges])
+    dropped = {**extra, **ev.counts.dropped}
+    return replace(ev, counts=ItemCounts(ev.counts.tokens_read, ev.counts.scored, dropped))
+
+
+def access_scheme(key: FingerprintKey, tokenizer, mode: str, *, fed_texts_clean: bool) -> Scheme:
+    """``key``'s scheme for access mode ``mode`` (``"logprobs"`` or ``"reading"``), after the
+    checks the mode needs: the key covers the tokenizer's ids, and in reading mode the scheme can
+    be read on these fed texts (:meth:`~fingerprint.schemes.Scheme.reading_problem`). Raises
+    :class:`InputError` or :class:`ParameterError` naming the key's scheme, the mode and why."""
+    if key.vocab_size < tokenizer.vocab_size:
+        raise InputError(f"key {key.key_id} has vocab_size {key.vocab_size}, smaller than the tokenizer's "
+                         f"{tokenizer.vocab_size}")
+    scheme = key.scheme_object()
+    if mode == "reading":
+        problem = scheme.reading_problem(fed_texts_clean=fed_texts_clean)
+        if problem:
+            raise ParameterError(f"key {key.key_id} ({key.scheme}) cannot be tested with --mode reading on fed texts "
+                                 f"fingerprinted with it: {problem}")
+    return scheme
+
+
+def access_notes(exchanges: ExchangeSet, options: VerifyOptions) -> list[str]:
+    """The sentences a report of ``options.mode`` on ``exchanges`` needs: which statistic read them."""
+    if options.mode != "reading":
+        return []
+    k = reading_top_k(exchanges)
+    if k > 1:
+        return [f"reading statistic: distribution (the suspect's top {k} predictions at every position of the fed "
+                f"texts; at each distinct window its candidates weigh p_suspect, scaled to unit norm per window; "
+                f"the mass outside the top {k} is not scored, which keeps the null conservative)"]
+    return ["reading statistic: top-1 (the suspect's most likely next token at every position of the fed texts, "
+            "one binomial trial per distinct (window, prediction) pair; collect --echo --logprobs K with K > 1 "
+            "for the distribution statistic)"]
+
+
 def access_evidence(exchanges: ExchangeSet, tokenizer, key: FingerprintKey, options: VerifyOptions, *,
                     progress: Callable[[str], None] | None = None) -> Evidence:
-    """The evidence of ``options.mode`` (``"logprobs"`` or ``"reading"``) for ``key``'s context width."""
+    """The evidence of ``options.mode`` (``"logprobs"`` or ``"reading"``) for ``key``'s context width.
+
+    Reading evidence with top-k predictions (K > 1, :func:`reading_top_k`) is read with the
+    distribution statistic (:func:`topk_reading_evidence`), top-1 evidence with the top-1
+    statistic (:func:`reading_evidence`); :func:`access_notes` says which."""
     say = progress or (lambda _m: None)
-    scheme = key.pairwise_scheme_for(tokenizer, f"--mode {options.mode}")
+    scheme = access_scheme(key, tokenizer, options.mode, fed_texts_clean=options.fed_texts_clean)
     h = scheme.context_width
     mapper = VocabMapper(tokenizer)
     say(f"{options.mode}: mapping the suspect's tokens to the owner's ids")
     if options.mode == "logprobs":
         return logprob_evidence(exchanges, tokenizer, mapper, h, key.vocab_size)
+    if reading_top_k(exchanges) > 1:
+        return topk_reading_evidence(exchanges, mapper, h, key.vocab_size,
+                                     exclude_fed_pairs=not options.fed_texts_clean)
     return reading_evidence(exchanges, mapper, h, key.vocab_size, exclude_fed_pairs=not options.fed_texts_clean)

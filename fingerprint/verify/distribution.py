@@ -11,15 +11,24 @@ across the corpus) the statistic weighs the fingerprint score of every candidate
 with ``c_w(v) = p_suspect(v | w)``, or, given the owner's own model as a reference (which never
 saw the key), ``c_w(v) = max(p_suspect(v | w) - p_reference(v | w), 0)``: the mass the suspect
 puts on ``v`` beyond what the owner's model does, which removes the part of the score every
-model that reads the same texts shares. ``e_w >= 0`` are optional window weights fixed before
-any key is used (exposure: how often the owner served the window). Each window's weights are
-scaled to unit norm, so every window carries the same null variance.
+model that reads the same texts shares. Each window's candidate weights are scaled to unit norm,
+so every window carries the same null variance, and then multiplied by an optional window
+weight ``e_w >= 0`` fixed before any key is used (:data:`WINDOW_WEIGHTINGS`): ``exposure``, how
+often the window occurs in the fed texts (:func:`exposure_weights`: a student learned most where
+it saw most), or ``entropy``, the suspect's entropy at the window (:func:`entropy_weights`: a
+fingerprint can move mass only where the suspect is uncertain). With fixed weights the null
+below is unchanged: it conditions on all weights.
 
 **Null.** Under H0 the suspect (and the reference) never learned from the key, so the weights
 are independent of it and the scores of distinct (window, token) pairs are independent draws
 of the scheme's null: conditional on the weights, ``S`` is a weighted sum of independent
 variables with known weights, whose tail the scheme's weighted null gives (the Lugannani-Rice
-saddlepoint, checked against decoy keys in every run). Two rules keep it valid when the fed
+saddlepoint, checked against decoy keys in every run). transformers' schemes have their own:
+hf-kgw's flags of one seed are negatively associated (a fixed-size green list), which the
+independent weighted null dominates; hf-synthid's weighted null runs over the key's shifts
+(:class:`~fingerprint.stats.WeightedShiftNull`); each scheme's
+:meth:`~fingerprint.schemes.Scheme.reading_problem` says when fingerprinted fed texts cannot be
+read with it. Two rules keep it valid when the fed
 texts carry the fingerprint themselves:
 
 * **a pair that occurs in any fed text is never scored**: the fingerprinted sampler chose
@@ -42,10 +51,11 @@ import numpy as np
 
 from ..errors import InputError, ParameterError
 from ..prf import encode_tuples
-from ..windows import first_occurrence_mask, is_member, row_ids
+from ..windows import first_occurrence_mask, is_member, ngram_ids, row_ids
 from .evidence import Evidence, ItemCounts, keep_first_positions
 
-__all__ = ["PositionDistributions", "distribution_evidence"]
+__all__ = ["PositionDistributions", "distribution_evidence", "read_distributions", "exposure_weights",
+           "entropy_weights", "WINDOW_WEIGHTINGS"]
 
 
 @dataclass(frozen=True)
@@ -81,8 +91,12 @@ def distribution_evidence(texts: Sequence[PositionDistributions], *, context_wid
                           text_ids: Sequence[str] | None = None) -> Evidence:
     """Evidence of reading with distributions (mode ``"reading"``, weighted items).
 
-    ``window_weights``: per text an ``(L,)`` array of non-negative weights of the window ending
-    before each position (fixed before any key is used; e.g. exposure counts), or None.
+    ``texts``: one :class:`PositionDistributions` per fed text (``L`` positions each).
+    ``window_weights``: per text an ``(L,)`` array of finite non-negative weights ``e_w`` of the
+    window ending before each position (fixed before any key is used: :func:`exposure_weights`,
+    :func:`entropy_weights`), or None (every window weighs 1). A window is scored at its first
+    position, with that position's weight; it multiplies the window's unit-norm candidate
+    weights (a window of weight 0 is not scored, counted as ``zero_weight_windows``).
     """
     h = int(context_width)
     if h < 1:
@@ -92,7 +106,7 @@ def distribution_evidence(texts: Sequence[PositionDistributions], *, context_wid
     counts = {"positions": 0, "unmapped_tokens": 0, "no_full_window": 0, "duplicate_window": 0,
               "unmapped_candidates": 0, "pair_in_fed_text": 0, "duplicate_candidates": 0, "zero_weight_candidates": 0,
               "zero_mass_windows": 0}
-    rows_w, rows_t, rows_c, rows_pos, rows_text, fed = [], [], [], [], [], []
+    rows_w, rows_t, rows_c, rows_e, rows_pos, rows_text, fed = [], [], [], [], [], [], []
     read = 0
     lengths = []
     for ti, t in enumerate(texts):
@@ -109,15 +123,16 @@ def distribution_evidence(texts: Sequence[PositionDistributions], *, context_wid
             counts["no_full_window"] += int((~ok).sum()) + h
             j = np.flatnonzero(ok) + h
             weight = np.ones(j.size) if window_weights is None else np.asarray(window_weights[ti], float)[j]
-            if window_weights is not None and (weight < 0).any():
-                raise ParameterError(f"window_weights of text {ti} has a negative weight")
+            if window_weights is not None and not (np.isfinite(weight).all() and (weight >= 0).all()):
+                raise ParameterError(f"window_weights of text {ti} has a negative or non-finite weight")
             c = np.asarray(t.probs, dtype=np.float64)[j]
             if t.reference_probs is not None:
                 c = np.maximum(c - np.asarray(t.reference_probs, dtype=np.float64)[j], 0.0)
             c = np.where(np.isfinite(c), c, 0.0)
             rows_w.append(wins[ok])
             rows_t.append(np.asarray(t.candidates, dtype=np.int64)[j])
-            rows_c.append(c * weight[:, None])
+            rows_c.append(c)
+            rows_e.append(weight)
             rows_pos.append(read + j)
             rows_text.append(np.full(j.size, ti, dtype=np.int64))
         else:
@@ -128,6 +143,7 @@ def distribution_evidence(texts: Sequence[PositionDistributions], *, context_wid
     windows = np.concatenate(rows_w)
     cands = np.concatenate(rows_t)
     weights = np.concatenate(rows_c)
+    e_win = np.concatenate(rows_e)
     pos = np.concatenate(rows_pos)
     text = np.concatenate(rows_text)
     k = cands.shape[1]
@@ -135,6 +151,7 @@ def distribution_evidence(texts: Sequence[PositionDistributions], *, context_wid
     first = keep_first_positions(row_ids(windows), pos)
     counts["duplicate_window"] = int((~first).sum())
     windows, cands, weights, pos, text = windows[first], cands[first], weights[first], pos[first], text[first]
+    e_win = e_win[first]
     # expand to (window, candidate) items
     n = pos.size
     w_items = np.repeat(windows, k, axis=0)
@@ -163,18 +180,90 @@ def distribution_evidence(texts: Sequence[PositionDistributions], *, context_wid
     zero = keep & (c_items <= 0)
     counts["zero_weight_candidates"] = int(zero.sum())
     keep &= ~zero
-    # per-window unit norm
+    # per-window unit norm, then the window's own weight e_w (after the norm: it must not cancel)
     norms = np.zeros(n)
     np.add.at(norms, np.repeat(np.arange(n), k)[keep], c_items[keep] ** 2)
     norms = np.sqrt(norms)
     counts["zero_mass_windows"] = int((norms == 0).sum())
-    scaled = c_items[keep] / np.repeat(norms, k)[keep]
+    if window_weights is not None:
+        zero_e = keep & np.repeat(e_win == 0, k)
+        counts["zero_weight_windows"] = int(((e_win == 0) & (norms > 0)).sum())
+        keep &= ~zero_e
+    scaled = c_items[keep] / np.repeat(norms, k)[keep] * np.repeat(e_win, k)[keep]
     dropped = {key: v for key, v in counts.items() if key != "positions"}
     n_items = int(keep.sum())
     ids = tuple(text_ids) if text_ids is not None else tuple(str(i) for i in range(len(texts)))
     return Evidence("reading", h, vocab_size, encode_tuples(w_items[keep], t_items[keep]), pair[keep],
                     pos_items[keep], text_items[keep], scaled, ItemCounts(read, n_items, dropped), ids,
                     np.array(lengths, dtype=np.int64), np.arange(len(texts), dtype=np.int64))
+
+
+#: The window weightings ``verify --window-weights`` offers, name -> what ``e_w`` is.
+WINDOW_WEIGHTINGS = {
+    "uniform": "every distinct window weighs 1",
+    "exposure": "each window weighs the number of times it occurs in the fed texts followed by a token",
+    "entropy": "each window weighs the suspect's entropy over its top-K candidates there",
+}
+
+
+def exposure_weights(texts: Sequence[np.ndarray], context_width: int) -> list[np.ndarray]:
+    """Exposure of every position's window: how many times the ``h`` tokens before it occur in
+    ``texts`` followed by a token (the training examples a student that read the texts got for
+    that window).
+
+    ``texts``: ``T`` arrays ``(L_t,)`` of owner ids (``-1``: unknown; a window holding one has no
+    exposure). Returns ``T`` float64 arrays ``(L_t,)``: at position ``j >= h`` the number of
+    positions ``(t', j')`` of all texts whose window ``text_t'[j' - h:j']`` equals
+    ``text_t[j - h:j]`` (itself included, so at least 1); 0 at positions ``j < h`` and at windows
+    with an unknown token. Counts do not depend on any key: fixed weights for
+    :func:`distribution_evidence`. Vectorized: one ``np.unique`` over the windows' ids.
+    """
+    h = int(context_width)
+    if h < 1:
+        raise ParameterError("exposure weights need a context width h >= 1")
+    seqs = [np.asarray(t, dtype=np.int64).reshape(-1) for t in texts]
+    out = [np.zeros(q.size) for q in seqs]
+    lengths = np.array([q.size for q in seqs], dtype=np.int64)
+    if not seqs or lengths.sum() == 0:
+        return out
+    flat = np.concatenate(seqs)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    text_of = np.repeat(np.arange(lengths.size), lengths)
+    in_text = np.arange(flat.size) - starts[text_of]
+    # the window before position j ends at j - 1: every token with h - 1 tokens before it in its text
+    ends = np.flatnonzero(in_text >= h - 1)
+    ends = ends[in_text[ends] + 1 < lengths[text_of[ends]]]  # a position follows the window in its text
+    unknown = np.concatenate(([0], np.cumsum(flat < 0)))
+    ends = ends[unknown[ends + 1] - unknown[ends + 1 - h] == 0]
+    if ends.size == 0:
+        return out
+    vocab = int(flat.max()) + 1
+    ids = ngram_ids(flat, ends, h, max(vocab, 2))
+    _, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    weight = counts[inverse.reshape(-1)].astype(np.float64)
+    target = ends + 1  # the position each window is read at, in the flat layout
+    for t in np.unique(text_of[target]):
+        sel = text_of[target] == t
+        out[int(t)][in_text[target[sel]]] = weight[sel]
+    return out
+
+
+def entropy_weights(distributions: Sequence[PositionDistributions]) -> list[np.ndarray]:
+    """The suspect's entropy at every position: ``-sum_v p(v) ln p(v)`` over its top-``K``
+    candidates (``probs`` ``(L, K)``; non-finite or non-positive probabilities contribute 0).
+
+    Returns one float64 array ``(L,)`` per text, non-negative (each term is, as ``p <= 1``): the
+    top-``K`` part of the suspect's entropy, a lower bound of the full entropy (equal to it when
+    the candidates cover the vocabulary). It depends on the suspect's distributions only, which
+    under H0 are independent of the key: fixed weights for :func:`distribution_evidence`.
+    """
+    out = []
+    for d in distributions:
+        p = np.asarray(d.probs, dtype=np.float64)
+        ok = np.isfinite(p) & (p > 0)
+        safe = np.where(ok, p, 1.0)
+        out.append(np.maximum(-(np.where(ok, safe * np.log(safe), 0.0)).sum(axis=1), 0.0))
+    return out
 
 
 def read_distributions(model, texts: Sequence[np.ndarray], *, top_k: int = 64, reference=None,

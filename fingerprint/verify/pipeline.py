@@ -560,7 +560,7 @@ def verify_exchanges(exchanges: ExchangeSet, tokenizer, keys: FingerprintKey | S
     holds the owner's served outputs, whose windows restrict scoring; ``window_filters`` (one
     per context width, e.g. from a served-window index) restrict it the same way.
     """
-    from .access import access_evidence
+    from .access import access_evidence, access_notes
 
     options.validate()
     say = progress or _quiet
@@ -577,7 +577,8 @@ def verify_exchanges(exchanges: ExchangeSet, tokenizer, keys: FingerprintKey | S
             h = key.scheme_object().context_width
             if h not in by_width:
                 by_width[h] = access_evidence(exchanges, tokenizer, key, options, progress=say)
-        return verify_evidence(list(by_width.values()), key_list, options=options, notes=notes, tokenizer_vocab_size=vocab,
+        return verify_evidence(list(by_width.values()), key_list, options=options,
+                               notes=[*notes, *access_notes(exchanges, options)], tokenizer_vocab_size=vocab,
                                progress=say)
     say(f"tokenizing {len(exchanges.exchanges):,} responses and prompts")
     tokens, offsets = tokenizer.encode_batch(exchanges.responses)
