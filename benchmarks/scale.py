@@ -70,7 +70,7 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _run(kind: str, n_tokens: int, engine_spec: str | None, decoys: int) -> dict:
+def _run(kind: str, n_tokens: int, engine_spec: str | None, decoys: int, worker_memory: str | None = None) -> dict:
     """One measured configuration, in this (fresh) process."""
     from fingerprint.keys import FingerprintKey
     from fingerprint.scale.cluster import connect
@@ -79,7 +79,7 @@ def _run(kind: str, n_tokens: int, engine_spec: str | None, decoys: int) -> dict
 
     tokenizer = build_teacher().tokenizer
     folder = data_dir(n_tokens)
-    engine = connect(engine_spec) if engine_spec else None
+    engine = connect(engine_spec, memory_limit=worker_memory) if engine_spec else None
     cores = engine.workers if engine is not None else 1
     columns = Columns(response=None, prompt=None, id="id", tokens="tokens")
     worker_cpu0 = engine.client.run(_cpu_s) if engine is not None else {}
@@ -87,7 +87,7 @@ def _run(kind: str, n_tokens: int, engine_spec: str | None, decoys: int) -> dict
     c0 = time.process_time()
     t0 = time.perf_counter()
     out: dict = {"kind": kind, "tokens": n_tokens, "engine": engine_spec or "single-process", "cores": cores,
-                 "decoys": decoys}
+                 "decoys": decoys, **({"worker_memory_limit": worker_memory} if worker_memory and engine_spec else {})}
     if kind == "verify":
         from fingerprint.scale.engine import verify_partitions
         from fingerprint.verify import VerifyOptions
@@ -127,19 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=100_000_000)
     ap.add_argument("--decoys", type=int, default=10)
     ap.add_argument("--engines", default="single,local:2", help="comma-separated: single, local:N")
+    ap.add_argument("--worker-memory", help="each local worker's memory limit (e.g. 2GiB: Dask spills held results "
+                                            "to disk above 60%% of it); default: the machine's memory over the workers")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # run one configuration in this process
     args = ap.parse_args(argv)
     if args.kind == "data":
         print(data_dir(args.tokens))
         return 0
     if args.one is not None:
-        print(json.dumps(_run(args.kind, args.tokens, None if args.one == "single" else args.one, args.decoys)))
+        print(json.dumps(_run(args.kind, args.tokens, None if args.one == "single" else args.one, args.decoys,
+                              args.worker_memory)))
         return 0
     data_dir(args.tokens)
     RESULTS.parent.mkdir(exist_ok=True)
     for spec in args.engines.split(","):
         res = subprocess.run([sys.executable, "-m", "benchmarks.scale", args.kind, "--tokens", str(args.tokens),
-                              "--decoys", str(args.decoys), "--one", spec], capture_output=True, text=True,
+                              "--decoys", str(args.decoys), "--one", spec,
+                              *(["--worker-memory", args.worker_memory] if args.worker_memory else [])],
+                             capture_output=True, text=True,
                              cwd=Path(__file__).parent.parent, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if res.returncode != 0:
             print(res.stderr[-3000:], file=sys.stderr)

@@ -129,7 +129,8 @@ def test_dask_report_equals_single_process(corpus, teacher, tmp_path):
     assert main(["index", "build", str(d / "served.jsonl"), "--out", str(idx), "--tokenizer", teacher.tokenizer.source,
                  "--vocab-size", str(teacher.vocab_size), "-H", "1", "-H", "2", "--dask", "local:2", "--quiet"]) == 0
     i_single = _report(base + ["--served", str(idx)], tmp_path / "i-single.json")
-    i_scaled = _report(base + ["--served", str(idx), "--dask", "local:2"], tmp_path / "i-dask.json")
+    i_scaled = _report(base + ["--served", str(idx), "--dask", "local:2", "--worker-memory", "1GiB"],
+                       tmp_path / "i-dask.json")
     assert i_scaled == i_single
     assert i_single["inputs"]["served"][0]["format"] == "served-window index"
     for doc in (i_single, s_single):
@@ -170,6 +171,11 @@ def test_bad_engine_and_mode(corpus, teacher, capsys):
     d, keys, _ = corpus
     assert main(_argv(d, teacher, d / "in") + ["--dask", "yarn"]) == 2
     assert "expected local, local:N" in capsys.readouterr().err
+    for extra, said in ((["--worker-memory", "2GiB"], "needs --dask"),
+                        (["--dask", "local:2", "--worker-memory", "lots"], "not a size"),
+                        (["--dask", "tcp://127.0.0.1:1", "--worker-memory", "2GiB"], "dask worker --memory-limit")):
+        assert main(_argv(d, teacher, d / "in") + extra) == 2
+        assert said in capsys.readouterr().err
     with pytest.raises(ParameterError, match="mode text"):
         verify_partitions([str(d / "in")], keys, teacher.tokenizer, options=VerifyOptions(mode="logprobs"))
 

@@ -68,12 +68,26 @@ _WORKER_MALLOC = {"MALLOC_ARENA_MAX": 1, "MALLOC_MMAP_THRESHOLD_": 1 << 28, "MAL
 
 def connect(spec: str, *, memory_limit: str | None = None) -> Engine:
     """A Dask client for ``spec``: ``local``, ``local:N`` (N worker processes on this machine)
-    or a scheduler address ``tcp://host:port``. Raises :class:`ParameterError` for anything else,
-    and when dask's distributed scheduler is not installed."""
+    or a scheduler address ``tcp://host:port``. ``memory_limit`` (local workers only, e.g.
+    ``"2GiB"``): each worker's limit; Dask spills held results to disk above 60% of it, which
+    bounds a worker's memory whatever the corpus size. Raises :class:`ParameterError` for
+    anything else, and when dask's distributed scheduler is not installed."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
         raise ParameterError("--dask needs dask's distributed scheduler: pip install 'fingerprint[scale]'") from None
+    if memory_limit is not None:
+        from dask.utils import parse_bytes
+
+        if not (spec == "local" or spec.startswith("local:")):
+            raise ParameterError(f"--worker-memory applies to --dask local[:N]; the workers of {spec} have the "
+                                 f"limits they were started with (dask worker --memory-limit)")
+        try:
+            limit = parse_bytes(memory_limit)
+        except (ValueError, TypeError):
+            raise ParameterError(f"--worker-memory {memory_limit!r}: not a size (e.g. 2GiB, 1500MB)") from None
+        if limit < 256 << 20:
+            raise ParameterError(f"--worker-memory {memory_limit!r}: at least 256MiB per worker")
     if spec == "local" or spec.startswith("local:"):
         n_text = spec.partition(":")[2] or str(os.cpu_count() or 1)
         try:

@@ -8,24 +8,34 @@ hands on only their ids, split into hash buckets
 (:func:`fingerprint.verify.evidence.hash_buckets`: equal tuples share a bucket). One task per
 bucket (:func:`dedup_bucket`) concatenates that bucket's ids of every partition in corpus
 order, so the first place of an id is its first global position, and flags the first places
-(de-duplication stays global, as in one pass). Each partition's finish (:func:`kept_items`)
-keeps the tuples the buckets flagged, placed at the partition's global text and token offset,
-in position order; the driver lays the partitions' kept tuples end to end as they arrive
-(:class:`Assembly`) into the evidence :func:`fingerprint.verify.evidence.merge` would have built
-(:func:`fingerprint.verify.evidence.merge_distinct`; :func:`merged_evidence` does it in one
-go). One exact test then runs over the whole corpus, with its decoys, exactly as
-:func:`fingerprint.verify.verify_exchanges` runs it in one process: the two give the same
-report, number for number.
+(de-duplication stays global, as in one pass).
+
+Then, for keys whose item scores are integers (greenlist and tournament keys, not the
+real-valued Gumbel scores: :func:`fingerprint.verify.pipeline.sums_are_exact`), each partition's finish
+(:func:`kept_sums`) runs where its tuples are: it keeps the tuples the buckets flagged, placed at
+the partition's global text and token offset, scores them with every key and its decoys, and
+returns only sums (:class:`fingerprint.verify.pipeline.ScoreSums`: the total, the sums at the
+trajectory's marks and at the e-process's times, per-text sums; the same per decoy). The driver
+(:class:`Tally`) adds them up: integer sums are exact in any grouping, so
+:func:`fingerprint.verify.pipeline.verify_sums` gives what :func:`fingerprint.verify.verify_exchanges`
+gives in one process, number for number. The keys' secrets go to the workers only on a local
+cluster or over TLS (:attr:`.cluster.Engine.private`).
+
+Other keys (real-valued scores, or per-key de-duplication: hf-kgw, hf-synthid, vLLM's context
+de-duplication) take the other finish (:func:`kept_items`): the kept tuples travel to the driver,
+which lays them end to end as they arrive (:class:`Assembly`) into the evidence
+:func:`fingerprint.verify.evidence.merge` would have built
+(:func:`fingerprint.verify.evidence.merge_distinct`; :func:`merged_evidence` does it in one go),
+and the exact test runs there, its decoys in tasks on the workers (each task one slice of the
+items, at most :data:`fingerprint.verify.pipeline.DECOY_SLICE_ITEMS`, with 25 decoys).
 
 What travels: a partition task returns its sizes and counts to the driver, and 8 bytes per
-distinct tuple (its id) to the bucket tasks; a bucket task returns a bit per tuple; the driver
-receives the corpus' distinct tuples once (about 40 bytes each: the tuple, its id, position and
-text) and scores them with the keys. A worker holds its partitions' distinct tuples (about 24
-bytes each) until their finish, and one bucket's ids. The decoy keys (the bulk of
-the scoring: 100 keys by default) run on the workers: each task scores one slice of the items
-(at most :data:`fingerprint.verify.pipeline.DECOY_SLICE_ITEMS`) with 25 decoys and returns
-their sums per trajectory segment, so a worker holds a slice, never the whole corpus. (Schemes
-whose decoys de-duplicate per key, hf-kgw, send the whole evidence to the tasks instead.)
+distinct tuple (its id) to the bucket tasks; a bucket task returns a bit per tuple, and its
+kept count per partition to the driver. Summed, a partition's finish returns a few numbers per
+key and decoy, per trajectory mark and per text. A worker holds its partitions' distinct tuples
+(about 40 bytes each) until their finish, and one bucket's ids; with a memory limit
+(``connect(..., memory_limit=...)``, ``--worker-memory``) Dask spills what it holds to disk, so
+a worker's memory stays bounded whatever the corpus size.
 """
 
 from __future__ import annotations

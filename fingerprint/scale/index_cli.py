@@ -76,6 +76,9 @@ def add_index_parser(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("--dask", metavar="SPEC",
                    help="build on Dask: local (one worker per core), local:N, or a scheduler address "
                         "tcp://host:8786 whose workers see --out and the inputs (default: in this process)")
+    b.add_argument("--worker-memory", metavar="SIZE",
+                   help="with --dask local[:N]: each worker's memory limit, e.g. 2GiB (Dask spills to disk "
+                        "above 60%% of it; default: the machine's memory shared among the workers)")
     b.add_argument("--response-column", default="response",
                    help="Parquet: the response text column (default response)")
     b.add_argument("--skip-invalid", action="store_true",
@@ -133,7 +136,7 @@ def _build(args: argparse.Namespace) -> int:
     else:
         columns = Columns(response=args.response_column)
         tokenizer = load_tokenizer(args.tokenizer, tiktoken_pattern=args.tiktoken_pattern)
-    engine = connect(args.dask) if args.dask else None
+    engine = connect(args.dask, memory_limit=args.worker_memory) if args.dask else None
     try:
         if engine is not None:
             print(f"dask: {engine.workers} worker(s)" + (f", dashboard {engine.dashboard}" if engine.dashboard
