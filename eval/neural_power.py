@@ -42,7 +42,7 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 MODES = ("text", "served windows", "logprobs top-5", "reading top-5", "open weights", "open weights, no reference",
-         "open weights, clean fed texts")
+         "open weights, clean fed texts", "open weights, clean, window means", "open weights, clean, shadow reference")
 
 
 def say(msg: str) -> None:
@@ -67,6 +67,9 @@ class Config:
         self.fed_budgets = (2500, 5000, 10000, 20000) if not smoke else (1000,)
         self.rhos = (0.0, 0.02, 0.05, 0.1, 1.0) if not smoke else (0.0, 1.0)
         self.decoys = 1000 if not smoke else 100
+        self.context_width = 1
+        self.student_lr = 1e-3
+        self.base_steps = 600 if not smoke else 20
 
 
 def gpt2(vocab: int, seq: int, seed: int, **shape):
@@ -211,13 +214,13 @@ def evaluate(student, name: str, rho: float, seed: int, ctx: dict, cfg: Config) 
     answers = answer(student, ctx["queries"], cfg.answer_tokens, seed=seed + 77)
     a_tok, a_off = _flat(answers)
     for mode, wf in (("text", None), ("served windows", ctx["served_filter"])):
-        ev = text_evidence(a_tok, a_off, context_width=2, vocab_size=vocab, prompt_tokens=ctx["q_tok"],
+        ev = text_evidence(a_tok, a_off, context_width=cfg.context_width, vocab_size=vocab, prompt_tokens=ctx["q_tok"],
                            prompt_offsets=ctx["q_off"], window_filter=wf)
         row(mode, int(a_tok.size), *_pvalue(ev, key))
     own = read(student, [np.concatenate((q, a)) for q, a in zip(ctx["queries"], answers)], top_k=5)
     for d, q in zip(own, ctx["queries"]):  # the prompt's positions are not the suspect's answer
-        d.candidates[:q.size + 2] = -1
-    ev = distribution_evidence(own, context_width=2, vocab_size=vocab, exclude_fed_pairs=False)
+        d.candidates[:q.size + cfg.context_width] = -1
+    ev = distribution_evidence(own, context_width=cfg.context_width, vocab_size=vocab, exclude_fed_pairs=False)
     row("logprobs top-5", int(a_tok.size), *_pvalue(ev, key))
     fed_all = ctx["fed"]
     for budget in cfg.fed_budgets:
@@ -229,7 +232,7 @@ def evaluate(student, name: str, rho: float, seed: int, ctx: dict, cfg: Config) 
             dists = [type(d)(d.tokens, d.candidates[:, :k], d.probs[:, :k],
                              d.reference_probs[:, :k] if (use_ref and d.reference_probs is not None) else None)
                      for d in full]
-            ev = distribution_evidence(dists, context_width=2, vocab_size=vocab)
+            ev = distribution_evidence(dists, context_width=cfg.context_width, vocab_size=vocab)
             extra = {}
             if budget == cfg.fed_budgets[-1] and name in ("control", "corpus") and mode == "open weights":
                 ks, low = decoy_check(ev, key, cfg.decoys, seed)
@@ -238,9 +241,31 @@ def evaluate(student, name: str, rho: float, seed: int, ctx: dict, cfg: Config) 
         # the owner's model sampled WITHOUT the fingerprint on the same prompts: the same windows,
         # independent of the key, so no pair is excluded and the null is exact
         clean = ctx["clean"][:len(fed)]
+        n_clean = int(sum(t.size for t in clean))
         dists = read(student, clean, top_k=64, reference=teacher_model)
-        ev = distribution_evidence(dists, context_width=2, vocab_size=vocab, exclude_fed_pairs=False)
-        row("open weights, clean fed texts", int(sum(t.size for t in clean)), *_pvalue(ev, key))
+        ev = distribution_evidence(dists, context_width=cfg.context_width, vocab_size=vocab, exclude_fed_pairs=False)
+        row("open weights, clean fed texts", n_clean, *_pvalue(ev, key))
+        # each window read over all its positions (the student's bias at that window, averaged)
+        ev = distribution_evidence(dists, context_width=cfg.context_width, vocab_size=vocab, exclude_fed_pairs=False,
+                                   aggregate="mean")
+        extra = {}
+        if budget == cfg.fed_budgets[-1] and name in ("control", "corpus"):
+            ks, low = decoy_check(ev, key, cfg.decoys, seed)
+            extra = {"decoy_ks_pvalue": round(ks, 4), "decoy_below_0.01": low}
+        row("open weights, clean, window means", n_clean, *_pvalue(ev, key), **extra)
+        # the reference a shadow student: the owner's own model of the suspect's size, trained on
+        # the corpus and its teacher's unfingerprinted answers (another seed's control): it never
+        # saw the key, and it shares what any such student learns from the teacher
+        shadow = ctx.get("shadow")
+        if shadow is not None:
+            dists = read(student, clean, top_k=64, reference=shadow)
+            ev = distribution_evidence(dists, context_width=cfg.context_width, vocab_size=vocab,
+                                       exclude_fed_pairs=False, aggregate="mean")
+            extra = {}
+            if budget == cfg.fed_budgets[-1] and name in ("control", "corpus"):
+                ks, low = decoy_check(ev, key, cfg.decoys, seed)
+                extra = {"decoy_ks_pvalue": round(ks, 4), "decoy_below_0.01": low}
+            row("open weights, clean, shadow reference", n_clean, *_pvalue(ev, key), **extra)
     return rows
 
 
@@ -268,7 +293,7 @@ def run(cfg: Config, seeds: int) -> tuple[list[dict], dict]:
           progress="teacher")
     t_val = val_loss(teacher_model, valid, cfg.seq)
     say(f"teacher validation loss {t_val:.2f} nats/token ({time.perf_counter() - t0:.0f} s)")
-    key = FingerprintKey(bytes(range(40, 72)), "greenlist", {"delta": 3.0}, vocab)
+    key = FingerprintKey(bytes(range(40, 72)), "greenlist", {"delta": 3.0, "context_width": cfg.context_width}, vocab)
     prompts, _ = corpus_prompts(base, cfg.answers, length=8, rng=rng)
     fp = answer(teacher_model, prompts, cfg.answer_tokens, key=key, seed=1)
     clean = answer(teacher_model, prompts, cfg.answer_tokens, seed=2)
@@ -278,7 +303,8 @@ def run(cfg: Config, seeds: int) -> tuple[list[dict], dict]:
     queries, _ = corpus_prompts(base, cfg.queries, length=12, rng=np.random.default_rng(99))
     q_tok, q_off = _flat(queries)
     ctx = {"key": key, "teacher_model": teacher_model, "vocab": vocab, "queries": queries, "q_tok": q_tok,
-           "q_off": q_off, "fed": fp, "clean": clean, "served_filter": WindowFilter.from_tokens(*_flat(fp), 2, vocab_size=vocab)}
+           "q_off": q_off, "fed": fp, "clean": clean,
+           "served_filter": WindowFilter.from_tokens(*_flat(fp), cfg.context_width, vocab_size=vocab)}
     students = [("corpus", 0.0, [(corpus, 1.0)])]
     for rho in cfg.rhos:
         if rho == 0.0:
@@ -288,10 +314,28 @@ def run(cfg: Config, seeds: int) -> tuple[list[dict], dict]:
         else:
             students.append(("student", rho, [(corpus, 1 - rho), (fp_stream, rho)]))
     rows: list[dict] = []
+    trained: list[list[tuple[str, float, object, float]]] = []
     for seed in range(seeds):
+        # every student of a seed starts from one base: pre-trained on the corpus for base_steps
+        # (a rival distils into a model that already knows the language), then fine-tuned
+        base_model = gpt2(vocab, cfg.seq, 1000 + seed, **cfg.student)
+        if cfg.base_steps:
+            train(base_model, [(corpus, 1.0)], steps=cfg.base_steps, batch=cfg.batch, seq=cfg.seq, seed=500 + seed,
+                  progress=f"base {seed}")
+        base_state = {k: v.clone() for k, v in base_model.state_dict().items()}
+        trained.append([])
         for name, rho, streams in students:
-            model = gpt2(vocab, cfg.seq, 1000 + seed, **cfg.student)  # identical initialisation per seed
-            loss = train(model, streams, steps=cfg.student_steps, batch=cfg.batch, seq=cfg.seq, seed=seed)
+            model = gpt2(vocab, cfg.seq, 1000 + seed, **cfg.student)
+            model.load_state_dict(base_state)  # identical initialisation per seed
+            loss = train(model, streams, steps=cfg.student_steps, batch=cfg.batch, seq=cfg.seq, seed=seed,
+                         lr=cfg.student_lr)
+            trained[-1].append((name, rho, model, loss))
+            say(f"seed {seed} {name} rho={rho:g} trained, loss {loss:.2f} ({time.perf_counter() - t0:.0f} s)")
+    for seed, models in enumerate(trained):
+        # the shadow reference: the next seed's control (its own base and initialisation)
+        shadow = [m for n, _r, m, _l in trained[(seed + 1) % len(trained)] if n == "control"] if seeds > 1 else []
+        ctx["shadow"] = shadow[0] if shadow else None
+        for name, rho, model, loss in models:
             new = evaluate(model, name, rho, seed, ctx, cfg)
             for r in new:
                 r["train_loss"] = round(loss, 3)
@@ -381,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
                                       "2500,5000,10000,20000)")
     ap.add_argument("--batch", type=int, help="training rows per step (default 32; smoke 8)")
     ap.add_argument("--seq", type=int, help="training window and model context, tokens (default 128; smoke 64)")
+    ap.add_argument("--context-width", type=int, help="the greenlist key's context width h (default 1)")
+    ap.add_argument("--base-steps", type=int, help="corpus pre-training steps of the students' shared base "
+                                                   "(default 600; smoke 20; 0: students from scratch)")
     args = ap.parse_args(argv)
     cfg = Config(args.smoke)
     if args.batch:
@@ -392,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.teacher_steps = args.teacher_steps
     if args.student_steps:
         cfg.student_steps = args.student_steps
+    if args.context_width:
+        cfg.context_width = args.context_width
+    if args.base_steps is not None:
+        cfg.base_steps = args.base_steps
     if args.rhos:
         cfg.rhos = tuple(float(x) for x in args.rhos.split(","))
     if args.budgets:
@@ -405,9 +456,10 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(rows)
     cmd = "python -m eval.neural_power" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    lines = [f"GPT-2 teacher {info['teacher']} (validation loss {info['teacher_val_loss']:.2f} nats/token), students "
-             f"{info['student']} from one initialisation per seed, {cfg.student_steps} steps x {cfg.batch} x {cfg.seq} "
-             f"tokens; median log10 p over {args.seeds} seed(s), at the largest budget "
+    lines = [f"GPT-2 teacher {info['teacher']} (validation loss {info['teacher_val_loss']:.2f} nats/token), greenlist "
+             f"key h = {cfg.context_width}, gamma 0.25, delta 3; students {info['student']} from one base per seed "
+             f"({cfg.base_steps} corpus steps), then {cfg.student_steps} steps x {cfg.batch} x {cfg.seq} tokens of their "
+             f"mixture; median log10 p over {args.seeds} seed(s), at the largest budget "
              f"({cfg.queries} answers x {cfg.answer_tokens} tokens for text/logprobs; {cfg.fed_budgets[-1]:,} fed tokens "
              f"for reading).", "", *summarize(rows, cfg), "",
              f"`{cmd}` ({info['seconds'] / 60:.1f} min on this machine)."]

@@ -277,7 +277,8 @@ LOGPROBS_NOTE = ("logprobs mode tests the distribution the suspect reports for a
 def _check_open_weights_flags(args: argparse.Namespace) -> None:
     """``--suspect-model``, ``--reference-model`` and ``--top-k`` belong to ``--mode reading``."""
     given = [f for f, v in (("--suspect-model", args.suspect_model), ("--reference-model", args.reference_model),
-                            ("--top-k", args.top_k), ("--window-weights", args.window_weights)) if v is not None]
+                            ("--top-k", args.top_k), ("--window-weights", args.window_weights),
+                            ("--window-aggregate", args.window_aggregate)) if v is not None]
     if not given:
         return
     if args.mode != "reading":
@@ -298,10 +299,12 @@ def _verify_open_weights(args: argparse.Namespace, keys, tokenizer, options, bat
     from .interop.open_weights import OpenWeightsModel
     from .verify import key_vocab_notes, verify_evidence
     from .verify.access import access_scheme
-    from .verify.distribution import WINDOW_WEIGHTINGS, distribution_evidence, entropy_weights, exposure_weights
+    from .verify.distribution import (WINDOW_AGGREGATES, WINDOW_WEIGHTINGS, distribution_evidence, entropy_weights,
+                                      exposure_weights)
 
     top_k = 64 if args.top_k is None else args.top_k
     weighting = args.window_weights or "uniform"
+    aggregate = args.window_aggregate or "first"
     notes = key_vocab_notes(tokenizer, keys)
     widths = list(dict.fromkeys(access_scheme(k, tokenizer, "reading", fed_texts_clean=args.fed_texts_clean)
                                 .context_width for k in keys))
@@ -333,13 +336,14 @@ def _verify_open_weights(args: argparse.Namespace, keys, tokenizer, options, bat
 
     evidence = [distribution_evidence(reading.distributions, context_width=h, vocab_size=tokenizer.vocab_size,
                                       exclude_fed_pairs=not args.fed_texts_clean, text_ids=batch.text_ids,
-                                      window_weights=weights(h))
+                                      window_weights=weights(h), aggregate=aggregate)
                 for h in widths]
     notes.append(f"open weights: the inputs are the fed texts (the owner's texts the suspect model read), not the "
                  f"suspect's answers; suspect model {model.describe()}; its top {top_k} next-token candidates at "
                  f"every position, each window's weights scaled to unit norm")
     notes.append(f"window weights: {weighting} ({WINDOW_WEIGHTINGS[weighting]}; fixed before any key is used, so "
                  f"the null holds as for uniform weights)")
+    notes.append(f"windows read: {aggregate} ({WINDOW_AGGREGATES[aggregate]})")
     if reference is not None:
         notes.append(f"reference model (the owner's own, never trained on the key): {reference.describe()}; each "
                      f"candidate weighs max(p_suspect - p_reference, 0)")
@@ -1025,6 +1029,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "any key is used, so the null is unchanged): uniform (every window 1), exposure (how many "
                          "times the window occurs in the fed texts: a student learned most where it saw most) or "
                          "entropy (the suspect's entropy over its top-K candidates there) (default uniform)")
+    ow.add_argument("--window-aggregate", choices=["first", "mean"],
+                    help="with --suspect-model: read a window that occurs at several positions of the fed texts at "
+                         "its first position (first), or average the suspect's (and the reference's) probabilities "
+                         "over all its positions (mean: the suspect's bias at the window, over all its contexts; "
+                         "the null is unchanged) (default first)")
     ver.add_argument("--served", action="append", metavar="PATH",
                      help="the owner's served outputs: ONE path per flag (a JSONL or Parquet file, a directory or "
                           "a glob; repeat the flag for several: --served a.jsonl --served b.jsonl), or a "

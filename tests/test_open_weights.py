@@ -135,12 +135,12 @@ def test_cli_reads_a_checkpoint_and_writes_a_reading_report(suspect_dir, referen
     base = ["verify", str(feed), "--key", str(key_path), "--tokenizer", teacher.tokenizer.source, "--quiet"]
     assert main([*base, "--mode", "reading", "--suspect-model", str(suspect_dir), "--reference-model",
                  str(reference_dir), "--top-k", "16", "--decoys", "20", "--window-weights", "exposure",
-                 "--json", str(out)]) == 0
+                 "--window-aggregate", "mean", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["results"][0]["mode"] == "reading" and doc["n_texts"] == 12
     notes = " ".join(doc["notes"])
     assert str(suspect_dir) in notes and str(reference_dir) in notes and "sha256" in notes and "top 16" in notes
-    assert "window weights: exposure" in notes
+    assert "window weights: exposure" in notes and "windows read: mean" in notes
     assert doc["results"][0]["verdict"] != "detected"
     capsys.readouterr()
     # the flags belong to --mode reading, and --reference-model / --top-k to --suspect-model

@@ -57,7 +57,8 @@ def test_window_weights_multiply_the_unit_norm_weights_and_zero_drops_the_window
 
 def test_exposure_weighted_reading_keeps_its_null_over_300_decoys(teacher):
     """An innocent suspect (the teacher's own model) reads fed texts; each window weighs its
-    exposure in them: the decoys' p-values stay uniform, and the key does not detect."""
+    exposure in them, or its entropy, or is averaged over its positions: the decoys' p-values
+    stay uniform, and the key does not detect."""
     rng = np.random.default_rng(5)
     prompts, _ = corpus_prompts(teacher, 30, length=4, rng=rng)
     texts = generate(teacher.model, prompts, 60, rng)
@@ -67,9 +68,42 @@ def test_exposure_weighted_reading_keeps_its_null_over_300_decoys(teacher):
     exposure = exposure_weights([d.tokens for d in innocent], h)
     assert max(float(w.max()) for w in exposure) >= 3  # some windows repeat
     opts = VerifyOptions(mode="reading", n_decoys=300, decoy_seed=8, trajectory_points=2, fed_texts_clean=True)
-    for weights in (exposure, entropy_weights(innocent)):
+    for weights, aggregate in ((exposure, "first"), (entropy_weights(innocent), "first"), (None, "mean")):
         ev = distribution_evidence(innocent, context_width=h, vocab_size=teacher.vocab_size, exclude_fed_pairs=False,
-                                   window_weights=weights)
+                                   window_weights=weights, aggregate=aggregate)
         res = verify_evidence(ev, key, options=opts).results[0]
         assert res.decoys.k == 300 and res.decoys.ks_pvalue > 1e-3 and res.decoys.passed
         assert res.test.log10_pvalue > -3
+
+
+def test_mean_aggregation_averages_a_window_over_its_positions():
+    """Window (7,) occurs at positions 1 and 3 with different top-2 candidates: each candidate's
+    probability is averaged over both (0 where it is not in the top 2), the reference subtracted
+    after averaging, then the window is normed. Without repeats, mean equals first."""
+    tokens = np.array([7, 1, 7, 2, 9])
+    cands = np.array([[-1, -1], [3, 4], [5, 6], [3, 5], [8, 8]])
+    probs = np.array([[0, 0], [0.6, 0.3], [0.5, 0.5], [0.2, 0.7], [0.9, 0.1]])
+    ref = np.array([[0, 0], [0.1, 0.1], [0.5, 0.1], [0.1, 0.1], [0.2, 0.2]])
+    pd = PositionDistributions(tokens, cands, probs, ref)
+    ev = distribution_evidence([pd], context_width=1, vocab_size=10, exclude_fed_pairs=False, aggregate="mean")
+    assert ev.weights is not None
+    got = {(int(p), int(b[0][2])): w for p, b, w in zip(ev.positions, ev.blocks, ev.weights)}
+    # window 7 at position 1: candidate 3 (0.6 + 0.2) / 2 - (0.1 + 0.1) / 2 = 0.3; 4: 0.3 / 2 - 0.1 / 2 = 0.1;
+    # 5: 0.7 / 2 - 0.1 / 2 = 0.3
+    w7 = np.array([0.3, 0.1, 0.3]) / np.linalg.norm([0.3, 0.1, 0.3])
+    for (cand, want) in zip((3, 4, 5), w7):
+        assert got[(1, cand)] == pytest.approx(want)
+    assert (2, 5) not in got and got[(2, 6)] == pytest.approx(1.0)  # window (1,): 0.5 - 0.5 = 0 drops candidate 5
+    assert ev.counts.dropped["window_repeats_averaged"] == 1
+    rng = np.random.default_rng(3)
+    unique = PositionDistributions(np.arange(30), rng.integers(0, 40, (30, 4)), rng.dirichlet(np.ones(4), 30),
+                                   rng.dirichlet(np.ones(4), 30) / 2)
+    a, b = (distribution_evidence([unique], context_width=2, vocab_size=40, exclude_fed_pairs=False, aggregate=m)
+            for m in ("first", "mean"))
+    assert a.weights is not None and b.weights is not None
+    ka = sorted(zip(a.dedup_ids.tolist(), a.weights.tolist()))
+    kb = sorted(zip(b.dedup_ids.tolist(), b.weights.tolist()))
+    assert [x for x, _ in ka] == [x for x, _ in kb]
+    np.testing.assert_allclose([w for _, w in ka], [w for _, w in kb], rtol=1e-12)
+    with pytest.raises(ParameterError, match="aggregate"):
+        distribution_evidence([unique], context_width=2, vocab_size=40, aggregate="median")

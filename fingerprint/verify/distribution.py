@@ -55,7 +55,7 @@ from ..windows import first_occurrence_mask, is_member, ngram_ids, row_ids
 from .evidence import Evidence, ItemCounts, keep_first_positions
 
 __all__ = ["PositionDistributions", "distribution_evidence", "read_distributions", "exposure_weights",
-           "entropy_weights", "WINDOW_WEIGHTINGS"]
+           "entropy_weights", "WINDOW_WEIGHTINGS", "WINDOW_AGGREGATES"]
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class PositionDistributions:
 
 def distribution_evidence(texts: Sequence[PositionDistributions], *, context_width: int, vocab_size: int,
                           exclude_fed_pairs: bool = True, window_weights: Sequence[np.ndarray] | None = None,
-                          text_ids: Sequence[str] | None = None) -> Evidence:
+                          text_ids: Sequence[str] | None = None, aggregate: str = "first") -> Evidence:
     """Evidence of reading with distributions (mode ``"reading"``, weighted items).
 
     ``texts``: one :class:`PositionDistributions` per fed text (``L`` positions each).
@@ -97,7 +97,15 @@ def distribution_evidence(texts: Sequence[PositionDistributions], *, context_wid
     :func:`entropy_weights`), or None (every window weighs 1). A window is scored at its first
     position, with that position's weight; it multiplies the window's unit-norm candidate
     weights (a window of weight 0 is not scored, counted as ``zero_weight_windows``).
+    ``aggregate``: ``"first"`` reads each distinct window at its first position; ``"mean"``
+    averages the suspect's (and the reference's) probability of each candidate over every
+    position of the window (0 where it is not among the top K there) before the reference is
+    subtracted and the window normed (:data:`WINDOW_AGGREGATES`): a student's learned bias at a
+    window, measured over all its contexts instead of one. Either way the weights are a function
+    of the model outputs alone, fixed before any key is used, so the null is the same.
     """
+    if aggregate not in WINDOW_AGGREGATES:
+        raise ParameterError(f"aggregate must be one of {', '.join(WINDOW_AGGREGATES)}, got {aggregate!r}")
     h = int(context_width)
     if h < 1:
         raise ParameterError("reading with distributions needs a context width h >= 1")
@@ -106,7 +114,7 @@ def distribution_evidence(texts: Sequence[PositionDistributions], *, context_wid
     counts = {"positions": 0, "unmapped_tokens": 0, "no_full_window": 0, "duplicate_window": 0,
               "unmapped_candidates": 0, "pair_in_fed_text": 0, "duplicate_candidates": 0, "zero_weight_candidates": 0,
               "zero_mass_windows": 0}
-    rows_w, rows_t, rows_c, rows_e, rows_pos, rows_text, fed = [], [], [], [], [], [], []
+    rows_w, rows_t, rows_c, rows_r, rows_e, rows_pos, rows_text, fed = [], [], [], [], [], [], [], []
     read = 0
     lengths = []
     for ti, t in enumerate(texts):
@@ -126,7 +134,11 @@ def distribution_evidence(texts: Sequence[PositionDistributions], *, context_wid
             if window_weights is not None and not (np.isfinite(weight).all() and (weight >= 0).all()):
                 raise ParameterError(f"window_weights of text {ti} has a negative or non-finite weight")
             c = np.asarray(t.probs, dtype=np.float64)[j]
-            if t.reference_probs is not None:
+            if aggregate == "mean":  # the reference is subtracted after averaging
+                r = (np.zeros_like(c) if t.reference_probs is None
+                     else np.asarray(t.reference_probs, dtype=np.float64)[j])
+                rows_r.append(np.where(np.isfinite(r), r, 0.0))
+            elif t.reference_probs is not None:
                 c = np.maximum(c - np.asarray(t.reference_probs, dtype=np.float64)[j], 0.0)
             c = np.where(np.isfinite(c), c, 0.0)
             rows_w.append(wins[ok])
@@ -147,6 +159,10 @@ def distribution_evidence(texts: Sequence[PositionDistributions], *, context_wid
     pos = np.concatenate(rows_pos)
     text = np.concatenate(rows_text)
     k = cands.shape[1]
+    if aggregate == "mean":
+        return _mean_evidence(windows, cands, weights, np.concatenate(rows_r), e_win, pos, text, fed, counts, h,
+                              vocab_size, exclude_fed_pairs, window_weights is not None, read, lengths, text_ids,
+                              len(texts))
     # one position per distinct window across the corpus (its first)
     first = keep_first_positions(row_ids(windows), pos)
     counts["duplicate_window"] = int((~first).sum())
@@ -196,6 +212,74 @@ def distribution_evidence(texts: Sequence[PositionDistributions], *, context_wid
     return Evidence("reading", h, vocab_size, encode_tuples(w_items[keep], t_items[keep]), pair[keep],
                     pos_items[keep], text_items[keep], scaled, ItemCounts(read, n_items, dropped), ids,
                     np.array(lengths, dtype=np.int64), np.arange(len(texts), dtype=np.int64))
+
+
+def _mean_evidence(windows: np.ndarray, cands: np.ndarray, probs: np.ndarray, ref: np.ndarray, e_pos: np.ndarray,
+                   pos: np.ndarray, text: np.ndarray, fed: list[np.ndarray], counts: dict[str, int], h: int,
+                   vocab_size: int, exclude_fed_pairs: bool, weighted: bool, read: int, lengths: list[int],
+                   text_ids: Sequence[str] | None, n_texts: int) -> Evidence:
+    """:func:`distribution_evidence` with ``aggregate="mean"``: ``windows`` ``(N, h)``, ``cands``,
+    ``probs`` and ``ref`` ``(N, K)`` (``ref`` zeros without a reference), ``e_pos``, ``pos`` and
+    ``text`` ``(N,)`` of every position with a full window, in position order."""
+    n_pos, k = cands.shape
+    wid = row_ids(windows)
+    w_uniq, w_first, w_inv, w_count = np.unique(wid, return_index=True, return_inverse=True, return_counts=True)
+    counts["window_repeats_averaged"] = int(n_pos - w_uniq.size)
+    flat = cands.ravel()
+    valid = flat >= 0
+    counts["unmapped_candidates"] = int((~valid).sum())
+    if flat[valid].size and int(flat[valid].max()) >= vocab_size:
+        raise InputError(f"a candidate id {int(flat[valid].max())} is outside the key's vocabulary {vocab_size}")
+    # a candidate twice at one position (two of the model's tokens mapped to one owner id) counts once
+    order = np.argsort(cands, axis=1, kind="stable")
+    srt = np.take_along_axis(cands, order, axis=1)
+    again = np.zeros_like(cands, dtype=bool)
+    np.put_along_axis(again, order[:, 1:], srt[:, 1:] == srt[:, :-1], axis=1)
+    counts["duplicate_candidates"] = int((again.ravel() & valid).sum())
+    valid &= ~again.ravel()
+    group = np.repeat(w_inv.ravel(), k)[valid]  # each entry's window
+    pair_all = row_ids(np.concatenate([windows[np.repeat(np.arange(n_pos), k)[valid]], flat[valid, None]], axis=1))
+    pairs, p_first, p_inv = np.unique(pair_all, return_index=True, return_inverse=True)
+    p_inv = p_inv.ravel()
+    p_group = group[p_first]
+    occurrences = w_count[p_group].astype(np.float64)
+    mean_s = np.bincount(p_inv, weights=probs.ravel()[valid], minlength=pairs.size) / occurrences
+    mean_r = np.bincount(p_inv, weights=ref.ravel()[valid], minlength=pairs.size) / occurrences
+    c = np.maximum(mean_s - mean_r, 0.0)
+    keep = np.ones(pairs.size, dtype=bool)
+    if exclude_fed_pairs:
+        fed_ids = np.unique(np.concatenate(fed)) if fed else np.zeros(0, np.uint64)
+        in_fed = is_member(pairs, fed_ids)
+        counts["pair_in_fed_text"] = int(in_fed.sum())
+        keep &= ~in_fed
+    zero = keep & (c <= 0)
+    counts["zero_weight_candidates"] = int(zero.sum())
+    keep &= ~zero
+    norms = np.sqrt(np.bincount(p_group[keep], weights=c[keep] ** 2, minlength=w_uniq.size))
+    counts["zero_mass_windows"] = int((norms == 0).sum())
+    e_win = e_pos[w_first]
+    if weighted:
+        counts["zero_weight_windows"] = int(((e_win == 0) & (norms > 0)).sum())
+        keep &= e_win[p_group] > 0
+    idx = np.flatnonzero(keep)
+    g = p_group[idx]
+    item_pos = pos[w_first[g]]
+    cand = flat[valid][p_first[idx]]
+    order_items = np.lexsort((cand, item_pos))
+    idx, g, item_pos, cand = idx[order_items], g[order_items], item_pos[order_items], cand[order_items]
+    scaled = c[idx] / norms[g] * e_win[g]
+    dropped = {key: v for key, v in counts.items() if key not in ("positions", "duplicate_window")}
+    ids = tuple(text_ids) if text_ids is not None else tuple(str(i) for i in range(n_texts))
+    return Evidence("reading", h, vocab_size, encode_tuples(windows[w_first[g]], cand), pairs[idx], item_pos,
+                    text[w_first[g]], scaled, ItemCounts(read, int(idx.size), dropped), ids,
+                    np.array(lengths, dtype=np.int64), np.arange(n_texts, dtype=np.int64))
+
+
+#: How :func:`distribution_evidence` reads a window that occurs at several positions.
+WINDOW_AGGREGATES = {
+    "first": "the window is read at its first position",
+    "mean": "the model's probabilities at the window are averaged over all its positions",
+}
 
 
 #: The window weightings ``verify --window-weights`` offers, name -> what ``e_w`` is.
