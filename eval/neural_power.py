@@ -1,12 +1,13 @@
 """Radioactivity of neural students: power of every access mode against transformers GPT-2 students.
 
 A GPT-2 teacher (transformers, trained here on the packaged corpus) serves answers to corpus
-prompts through the greenlist fingerprint (h = 2, gamma = 0.25, delta = 3) and, for the control,
-the same answers' prompts without it. Students start from one initialisation and one budget of
-training tokens, a fraction rho of which are the teacher's fingerprinted answers (the rest the
-corpus); the rho = 0 control trains on the teacher's *unfingerprinted* answers at 10% (same
-style, no fingerprint: the key null), and a corpus-only student never sees the teacher. Each
-student is then tested in every access mode:
+prompts through the greenlist fingerprint (h = 1 by default, gamma = 0.25, delta = 3) and, for
+the control, the same prompts' answers without it. The students of a seed start from one base
+(a GPT-2 pre-trained on the corpus: a rival distils into a model that already knows the
+language) and are fine-tuned on one budget of tokens, a fraction rho of which are the teacher's
+fingerprinted answers (the rest the corpus); the rho = 0 control trains on the teacher's
+*unfingerprinted* answers at 10% (same style, no fingerprint: the key null), and a corpus-only
+student never sees the teacher. Each student is then tested in every access mode:
 
 * ``text``: its answers to fresh prompts (prompt windows excluded);
 * ``served windows``: the same, scoring only windows of the teacher's served answers;
@@ -19,14 +20,22 @@ student is then tested in every access mode:
   reference, and without it (``open weights, no reference``);
 * ``open weights, clean fed texts``: the teacher's answers to the same prompts sampled *without*
   the fingerprint are fed instead (same windows, independent of the key: no pair is excluded and
-  the null is exact), with the reference.
+  the null is exact), with the reference;
+* ``open weights, clean, window means``: the same, each window read over all its positions
+  (``aggregate="mean"``);
+* ``open weights, clean, shadow reference``: the same with a shadow student as the reference:
+  the owner's own model of the suspect's size trained on the corpus and the teacher's clean
+  answers (here the next seed's control: its own base and initialisation), which never saw the
+  key.
 
 Validity on the neural benchmark: for the control and corpus students, 1,000 decoy keys on the
-open-weights evidence (fed texts fingerprinted with the true key) must give uniform randomized
-p-values, and the true key must not detect.
+open-weights evidence (fed texts fingerprinted with the true key), and on the window-means and
+shadow-reference evidence (clean fed texts), must give uniform randomized p-values, and the true
+key must not detect.
 
-Run (about 25 CPU-minutes on 2 cores): ``python -m eval.neural_power``; ``--smoke`` is the size
-the test suite runs. Writes eval/results/neural-power.csv/.md/.png.
+Run: ``python -m eval.neural_power`` (the README gives the size run here and its time);
+``--smoke`` is a tiny run (under a minute) that checks the whole chain. Writes
+eval/results/neural-power.csv/.md/.png.
 """
 
 from __future__ import annotations
@@ -381,9 +390,10 @@ def summarize(rows: list[dict], cfg: Config) -> list[str]:
         lines.append(f"| {mode} | {found} | {need} |")
     checks = [r for r in rows if "decoy_ks_pvalue" in r]
     if checks:
-        lines += ["", "Null checks on the open-weights evidence (fed texts fingerprinted with the true key): "
-                  + "; ".join(f"{r['student']} seed {r['seed']}: {cfg.decoys} decoy keys KS p = "
-                              f"{r['decoy_ks_pvalue']:.3f}, true key log10 p = {r['log10_p']:.2f}" for r in checks) + "."]
+        lines += ["", f"Null checks ({cfg.decoys} decoy keys each; `open weights`: fed texts fingerprinted with the "
+                  f"true key; the others: clean fed texts): "
+                  + "; ".join(f"{r['mode']}, {r['student']} seed {r['seed']}: KS p = {r['decoy_ks_pvalue']:.3f}, true "
+                              f"key log10 p = {r['log10_p']:.2f}" for r in checks) + "."]
     return lines
 
 
