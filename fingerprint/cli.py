@@ -300,7 +300,7 @@ def _verify_open_weights(args: argparse.Namespace, keys, tokenizer, options, bat
     from .verify import key_vocab_notes, verify_evidence
     from .verify.access import access_scheme
     from .verify.distribution import (WINDOW_AGGREGATES, WINDOW_WEIGHTINGS, distribution_evidence, entropy_weights,
-                                      exposure_weights)
+                                      exposure_weights, sqrt_exposure_weights)
 
     top_k = 64 if args.top_k is None else args.top_k
     weighting = args.window_weights or "uniform"
@@ -319,17 +319,20 @@ def _verify_open_weights(args: argparse.Namespace, keys, tokenizer, options, bat
         raise InputError("no fed texts to read (all inputs empty or skipped)")
     progress(f"loading the suspect model {args.suspect_model}")
     model = OpenWeightsModel(args.suspect_model)
-    reference = None
-    if args.reference_model:
-        progress(f"loading the reference model {args.reference_model}")
-        reference = OpenWeightsModel(args.reference_model)
+    references = []
+    for path in args.reference_model or []:
+        progress(f"loading the reference model {path}")
+        references.append(OpenWeightsModel(path))
+    whose = "the references' mean" if len(references) > 1 else "the reference's"
     progress(f"reading {_n(len(texts), 'fed text')} with the suspect model (top {top_k} candidates per position"
-             + (", and the reference's probabilities of them)" if reference is not None else ")"))
-    reading = model.read(texts, tokenizer, top_k=top_k, reference=reference)
+             + (f", and {whose} probabilities of them)" if references else ")"))
+    reading = model.read(texts, tokenizer, top_k=top_k, reference=references or None)
 
     def weights(h: int):
         if weighting == "exposure":
             return exposure_weights([d.tokens for d in reading.distributions], h)
+        if weighting == "sqrt-exposure":
+            return sqrt_exposure_weights([d.tokens for d in reading.distributions], h)
         if weighting == "entropy":
             return entropy_weights(reading.distributions)
         return None
@@ -344,9 +347,13 @@ def _verify_open_weights(args: argparse.Namespace, keys, tokenizer, options, bat
     notes.append(f"window weights: {weighting} ({WINDOW_WEIGHTINGS[weighting]}; fixed before any key is used, so "
                  f"the null holds as for uniform weights)")
     notes.append(f"windows read: {aggregate} ({WINDOW_AGGREGATES[aggregate]})")
-    if reference is not None:
-        notes.append(f"reference model (the owner's own, never trained on the key): {reference.describe()}; each "
+    if len(references) == 1:
+        notes.append(f"reference model (the owner's own, never trained on the key): {references[0].describe()}; each "
                      f"candidate weighs max(p_suspect - p_reference, 0)")
+    elif references:
+        notes.append(f"{len(references)} reference models (the owner's own, never trained on the key): "
+                     + "; ".join(r.describe() for r in references) + "; each candidate weighs max(p_suspect - "
+                     "p_reference, 0) with p_reference the references' mean (their own noise averages out)")
     else:
         notes.append("no reference model: each candidate weighs p_suspect (a reference model, the owner's own, "
                      "removes what every model reading the same texts shares, and gains power)")
@@ -1018,16 +1025,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "weights; nothing is downloaded) to read the fed texts with; a tokenizer in it that "
                          "differs from --tokenizer is mapped through bytes (default: none, the suspect's "
                          "evidence is read instead)")
-    ow.add_argument("--reference-model", metavar="DIR",
+    ow.add_argument("--reference-model", metavar="DIR", action="append",
                     help="with --suspect-model: your own model's checkpoint (never trained on the key); each "
                          "candidate then weighs max(p_suspect - p_reference, 0), which removes what every model "
-                         "reading the same texts shares (default: none, weights p_suspect)")
+                         "reading the same texts shares. Repeat the flag for several (e.g. shadow students you "
+                         "trained on your clean answers): p_reference is then their mean, which averages out each "
+                         "one's own noise (default: none, weights p_suspect)")
     ow.add_argument("--top-k", type=int, metavar="K",
                     help="with --suspect-model: next-token candidates kept per position (default 64)")
-    ow.add_argument("--window-weights", choices=["uniform", "exposure", "entropy"],
+    ow.add_argument("--window-weights", choices=["uniform", "exposure", "sqrt-exposure", "entropy"],
                     help="with --suspect-model: how each distinct window of the fed texts is weighted (fixed before "
                          "any key is used, so the null is unchanged): uniform (every window 1), exposure (how many "
-                         "times the window occurs in the fed texts: a student learned most where it saw most) or "
+                         "times the window occurs in the fed texts: a student learned most where it saw most), "
+                         "sqrt-exposure (its square root: the precision of a window mean; best with "
+                         "--window-aggregate mean) or "
                          "entropy (the suspect's entropy over its top-K candidates there) (default uniform)")
     ow.add_argument("--window-aggregate", choices=["first", "mean"],
                     help="with --suspect-model: read a window that occurs at several positions of the fed texts at "

@@ -105,6 +105,17 @@ def test_innocent_model_is_valid_under_1000_decoys_and_not_detected(suspect_dir,
     np.testing.assert_array_equal(pd.candidates, rd.candidates)
     assert pd.reference_probs is not None and np.isfinite(pd.reference_probs[1:]).all()
     assert not np.allclose(pd.reference_probs[1:], pd.probs[1:])
+    # several references: their mean probability of each candidate (here the suspect itself and
+    # the reference, so the mean of the two readings' probabilities)
+    both = suspect.read(texts[:3], teacher.tokenizer, top_k=8, reference=[reference, suspect])
+    one = suspect.read(texts[:3], teacher.tokenizer, top_k=8, reference=reference)
+    for b, o in zip(both.distributions, one.distributions):
+        assert b.reference_probs is not None and o.reference_probs is not None
+        np.testing.assert_allclose(b.reference_probs[1:], (o.reference_probs[1:] + o.probs[1:]) / 2, rtol=1e-5)
+    # the suspect's own reading (no tokenizer in its checkpoint: "assumed ids") differs from the
+    # reference's ("ids"), so the references' mapping is reported as mixed
+    assert both.reference_mapping == ("ids" if one.mapping == "ids" else "mixed")
+    assert both.counts["reference_unaligned_positions"] == 2 * one.counts["reference_unaligned_positions"]
     decoys = key.decoys(1000, seed=17)
     u = np.random.default_rng(3).random(len(decoys))
     for reading in (plain, with_ref):
@@ -134,13 +145,14 @@ def test_cli_reads_a_checkpoint_and_writes_a_reading_report(suspect_dir, referen
     out = tmp_path / "report.json"
     base = ["verify", str(feed), "--key", str(key_path), "--tokenizer", teacher.tokenizer.source, "--quiet"]
     assert main([*base, "--mode", "reading", "--suspect-model", str(suspect_dir), "--reference-model",
-                 str(reference_dir), "--top-k", "16", "--decoys", "20", "--window-weights", "exposure",
-                 "--window-aggregate", "mean", "--json", str(out)]) == 0
+                 str(reference_dir), "--reference-model", str(reference_dir), "--top-k", "16", "--decoys", "20",
+                 "--window-weights", "sqrt-exposure", "--window-aggregate", "mean", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["results"][0]["mode"] == "reading" and doc["n_texts"] == 12
     notes = " ".join(doc["notes"])
     assert str(suspect_dir) in notes and str(reference_dir) in notes and "sha256" in notes and "top 16" in notes
-    assert "window weights: exposure" in notes and "windows read: mean" in notes
+    assert "window weights: sqrt-exposure" in notes and "windows read: mean" in notes
+    assert "2 reference models" in notes and "the references' mean" in notes
     assert doc["results"][0]["verdict"] != "detected"
     capsys.readouterr()
     # the flags belong to --mode reading, and --reference-model / --top-k to --suspect-model

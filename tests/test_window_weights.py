@@ -11,8 +11,9 @@ from fingerprint.keys import FingerprintKey
 from fingerprint.sim.distill import corpus_prompts
 from fingerprint.sim.generate import generate
 from fingerprint.verify import VerifyOptions, verify_evidence
-from fingerprint.verify.distribution import (PositionDistributions, distribution_evidence, entropy_weights,
-                                             exposure_weights, read_distributions)
+from fingerprint.verify.distribution import (WINDOW_WEIGHTINGS, PositionDistributions, distribution_evidence,
+                                             entropy_weights, exposure_weights, read_distributions,
+                                             sqrt_exposure_weights)
 
 
 def test_exposure_counts_every_occurrence_of_the_window_followed_by_a_token():
@@ -26,6 +27,8 @@ def test_exposure_counts_every_occurrence_of_the_window_followed_by_a_token():
     np.testing.assert_array_equal(w[3], [0])
     np.testing.assert_array_equal(exposure_weights(texts, 1)[0], [0, 3, 3, 1, 3, 3])
     assert [a.dtype for a in w] == [np.float64] * 4
+    np.testing.assert_allclose(sqrt_exposure_weights(texts, 2)[0], np.sqrt([0, 0, 3, 1, 1, 3]))
+    assert "sqrt-exposure" in WINDOW_WEIGHTINGS
     with pytest.raises(ParameterError):
         exposure_weights(texts, 0)
 
@@ -68,7 +71,8 @@ def test_exposure_weighted_reading_keeps_its_null_over_300_decoys(teacher):
     exposure = exposure_weights([d.tokens for d in innocent], h)
     assert max(float(w.max()) for w in exposure) >= 3  # some windows repeat
     opts = VerifyOptions(mode="reading", n_decoys=300, decoy_seed=8, trajectory_points=2, fed_texts_clean=True)
-    for weights, aggregate in ((exposure, "first"), (entropy_weights(innocent), "first"), (None, "mean")):
+    for weights, aggregate in ((exposure, "first"), (entropy_weights(innocent), "first"), (None, "mean"),
+                               (sqrt_exposure_weights([d.tokens for d in innocent], h), "mean")):
         ev = distribution_evidence(innocent, context_width=h, vocab_size=teacher.vocab_size, exclude_fed_pairs=False,
                                    window_weights=weights, aggregate=aggregate)
         res = verify_evidence(ev, key, options=opts).results[0]

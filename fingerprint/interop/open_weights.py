@@ -129,7 +129,8 @@ class OpenWeightsReading:
     unaligned), and the same with a ``reference_`` prefix for the reference model.
     ``mapping``: ``"ids"`` (the owner's ids fed as they are: same bytes per id), ``"assumed ids"``
     (the same, for a checkpoint without a tokenizer) or ``"bytes"``; ``reference_mapping`` the
-    same for the reference (None without one).
+    same for the reference (``"mixed"`` for several references read differently; None without
+    one). With several references the ``reference_`` counts are summed over them.
     """
 
     distributions: list[PositionDistributions]
@@ -152,7 +153,8 @@ class OpenWeightsReading:
             out.append(f"the suspect model reads the owner's token ids directly ({why}); "
                        f"{c.get('unmapped_candidates', 0):,} candidates outside the owner's vocabulary unmapped")
         if self.reference_mapping is not None:
-            how = "through bytes" if self.reference_mapping == "bytes" else "by the owner's token ids"
+            how = {"bytes": "through bytes", "mixed": "some through bytes, some by the owner's token ids"}.get(
+                self.reference_mapping, "by the owner's token ids")
             out.append(f"reference model read {how}; "
                        f"{c.get('reference_unaligned_positions', 0):,} owner positions unaligned for it (not "
                        f"scored), {c.get('reference_unmapped_candidates', 0):,} candidates it has no single token "
@@ -284,13 +286,21 @@ class OpenWeightsModel:
 
     # ---- reading ---------------------------------------------------------------------------------
     def read(self, texts: Sequence[str] | Sequence[np.ndarray], owner_tokenizer, *, top_k: int = 64,
-             reference: "OpenWeightsModel | None" = None) -> OpenWeightsReading:
+             reference: "OpenWeightsModel | Sequence[OpenWeightsModel] | None" = None) -> OpenWeightsReading:
         """Teacher-force the owner's texts and keep the top-``top_k`` candidates at every position.
 
         ``texts``: strings (tokenized with ``owner_tokenizer``) or the owner's token id arrays.
         Position ``j`` of a text holds the model's distribution of token ``j`` given the text
-        before it (position 0 has none unless a BOS token is prepended).
+        before it (position 0 has none unless a BOS token is prepended). ``reference``: one
+        model, or several whose probabilities of the candidates are averaged (NaN where any of
+        them has no token starting at the position).
         """
+        if reference is None:
+            references: list[OpenWeightsModel] = []
+        elif isinstance(reference, OpenWeightsModel):
+            references = [reference]
+        else:
+            references = list(reference)
         if int(top_k) < 1:
             raise ParameterError(f"top_k must be >= 1, got {top_k}")
         k = int(top_k)
@@ -326,12 +336,14 @@ class OpenWeightsModel:
             probs_all.append(probs)
         ref_all: list[np.ndarray | None] = [None] * len(owner)
         ref_mapping = None
-        if reference is not None:
-            rside = reference._side(ctx)
-            ref_mapping = rside.mapping
-            from_owner = reference._from_owner(ctx, rside.mapping)
-            counts["reference_unaligned_positions"] = rside.unaligned
+        if references:
+            counts["reference_unaligned_positions"] = 0
             counts["reference_unmapped_candidates"] = 0
+        for reference in references:
+            rside = reference._side(ctx)
+            ref_mapping = rside.mapping if ref_mapping in (None, rside.mapping) else "mixed"
+            from_owner = reference._from_owner(ctx, rside.mapping)
+            counts["reference_unaligned_positions"] += rside.unaligned
             gathers = []
             for seq, at, cands in zip(rside.seqs, rside.at, cands_all):
                 g = np.full((seq.size, k), -1, dtype=np.int64)
@@ -345,8 +357,9 @@ class OpenWeightsModel:
             for i, (at, lp) in enumerate(zip(rside.at, rlp)):
                 ref = np.full((at.size, k), np.nan)
                 ok = at >= 0
-                ref[ok] = np.exp(lp[at[ok]])
-                ref_all[i] = ref
+                ref[ok] = np.exp(lp[at[ok]]) / len(references)  # the references' mean, summed up
+                prev = ref_all[i]
+                ref_all[i] = ref if prev is None else prev + ref
         out = [PositionDistributions(o, c, p, r) for o, c, p, r in zip(owner, cands_all, probs_all, ref_all)]
         return OpenWeightsReading(out, counts, side.mapping, ref_mapping)
 
