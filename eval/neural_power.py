@@ -26,7 +26,12 @@ student never sees the teacher. Each student is then tested in every access mode
 * ``open weights, clean, shadow reference``: the same with a shadow student as the reference:
   the owner's own model of the suspect's size trained on the corpus and the teacher's clean
   answers (here the next seed's control: its own base and initialisation), which never saw the
-  key.
+  key;
+* ``open weights, clean, 2 shadows, sqrt-exposure``: the same with two shadows (the next two
+  seeds' controls; their mean probabilities are the reference, so each one's own noise averages
+  out) and every window weighted by the square root of its occurrences in the fed texts (the
+  precision of its mean). Chosen on seeds' models before this table was made (the comparison of
+  weightings is in the README); the null is exact for any key-free weights.
 
 Validity on the neural benchmark: for the control and corpus students, 1,000 decoy keys on the
 open-weights evidence (fed texts fingerprinted with the true key), and on the window-means and
@@ -50,8 +55,10 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
+SHADOWS_MODE = "open weights, clean, 2 shadows, sqrt-exposure"
 MODES = ("text", "served windows", "logprobs top-5", "reading top-5", "open weights", "open weights, no reference",
-         "open weights, clean fed texts", "open weights, clean, window means", "open weights, clean, shadow reference")
+         "open weights, clean fed texts", "open weights, clean, window means", "open weights, clean, shadow reference",
+         SHADOWS_MODE)
 
 
 def say(msg: str) -> None:
@@ -67,18 +74,18 @@ class Config:
         self.teacher = dict(n_layer=4, n_embd=192, n_head=4) if not smoke else dict(n_layer=2, n_embd=64, n_head=2)
         self.student = dict(n_layer=2, n_embd=128, n_head=4) if not smoke else dict(n_layer=1, n_embd=64, n_head=2)
         self.seq = 128 if not smoke else 64
-        self.teacher_steps = 1500 if not smoke else 60
-        self.student_steps = 700 if not smoke else 40
-        self.batch = 32 if not smoke else 8
+        self.teacher_steps = 800 if not smoke else 60
+        self.student_steps = 300 if not smoke else 40
+        self.batch = 16 if not smoke else 8
         self.answers = 1200 if not smoke else 60
         self.answer_tokens = 96 if not smoke else 48
         self.queries = 150 if not smoke else 20
-        self.fed_budgets = (2500, 5000, 10000, 20000) if not smoke else (1000,)
+        self.fed_budgets = (20000, 60000, 115000) if not smoke else (1000,)
         self.rhos = (0.0, 0.02, 0.05, 0.1, 1.0) if not smoke else (0.0, 1.0)
         self.decoys = 1000 if not smoke else 100
         self.context_width = 1
         self.student_lr = 1e-3
-        self.base_steps = 600 if not smoke else 20
+        self.base_steps = 300 if not smoke else 20
 
 
 def gpt2(vocab: int, seq: int, seed: int, **shape):
@@ -154,14 +161,16 @@ def answer(model, prompts: list[np.ndarray], max_new: int, *, key=None, seed: in
     return out
 
 
-def read(model, texts: list[np.ndarray], *, top_k: int, reference=None, batch: int = 32):
+def read(model, texts: list[np.ndarray], *, top_k: int, references: tuple = (), batch: int = 32) -> list[list]:
     """Teacher-forced top-``K`` next-token candidates of ``model`` at every position of each text
-    (position 0 has none), with ``reference``'s probabilities of the same candidates."""
+    (position 0 has none): one list of :class:`PositionDistributions` per reference (or one without
+    a reference when ``references`` is empty), each with that reference's probabilities of the
+    same candidates; every model reads each batch once."""
     import torch
 
     from fingerprint.verify.distribution import PositionDistributions
 
-    out = []
+    out: list[list] = [[] for _ in (references or (None,))]
     for a in range(0, len(texts), batch):
         chunk = texts[a:a + batch]
         width = max(t.size for t in chunk)
@@ -172,21 +181,21 @@ def read(model, texts: list[np.ndarray], *, top_k: int, reference=None, batch: i
         with torch.no_grad():
             lp = torch.log_softmax(model(input_ids=xt).logits.float(), dim=-1)
             top_lp, top_id = lp.topk(top_k, dim=-1)
-            ref = None
-            if reference is not None:
-                rlp = torch.log_softmax(reference(input_ids=xt).logits.float(), dim=-1)
-                ref = rlp.gather(-1, top_id).exp().numpy()
+            refs = [torch.log_softmax(r(input_ids=xt).logits.float(), dim=-1).gather(-1, top_id).exp().numpy()
+                    for r in references]
         top_lp, top_id = top_lp.numpy(), top_id.numpy()
         for i, t in enumerate(chunk):
             L = t.size
             cands = np.full((L, top_k), -1, dtype=np.int64)
             probs = np.zeros((L, top_k))
-            rp = None if ref is None else np.zeros((L, top_k))
             cands[1:] = top_id[i, :L - 1]  # logits at j-1 predict token j
             probs[1:] = np.exp(top_lp[i, :L - 1])
-            if rp is not None and ref is not None:
-                rp[1:] = ref[i, :L - 1]
-            out.append(PositionDistributions(t, cands, probs, rp))
+            for o, ref in zip(out, refs or [None]):
+                rp = None
+                if ref is not None:
+                    rp = np.zeros((L, top_k))
+                    rp[1:] = ref[i, :L - 1]
+                o.append(PositionDistributions(t, cands, probs, rp))
     return out
 
 
@@ -210,7 +219,7 @@ def decoy_check(ev, key, n: int, seed: int) -> tuple[float, float]:
 
 
 def evaluate(student, name: str, rho: float, seed: int, ctx: dict, cfg: Config) -> list[dict]:
-    from fingerprint.verify.distribution import distribution_evidence
+    from fingerprint.verify.distribution import distribution_evidence, sqrt_exposure_weights
     from fingerprint.verify.evidence import text_evidence
 
     key, teacher_model, vocab = ctx["key"], ctx["teacher_model"], ctx["vocab"]
@@ -226,59 +235,85 @@ def evaluate(student, name: str, rho: float, seed: int, ctx: dict, cfg: Config) 
         ev = text_evidence(a_tok, a_off, context_width=cfg.context_width, vocab_size=vocab, prompt_tokens=ctx["q_tok"],
                            prompt_offsets=ctx["q_off"], window_filter=wf)
         row(mode, int(a_tok.size), *_pvalue(ev, key))
-    own = read(student, [np.concatenate((q, a)) for q, a in zip(ctx["queries"], answers)], top_k=5)
+    own = read(student, [np.concatenate((q, a)) for q, a in zip(ctx["queries"], answers)], top_k=5)[0]
     for d, q in zip(own, ctx["queries"]):  # the prompt's positions are not the suspect's answer
         d.candidates[:q.size + cfg.context_width] = -1
     ev = distribution_evidence(own, context_width=cfg.context_width, vocab_size=vocab, exclude_fed_pairs=False)
     row("logprobs top-5", int(a_tok.size), *_pvalue(ev, key))
-    fed_all = ctx["fed"]
+    # every model reads the largest budget once; a smaller budget is its first texts
+    n_texts = max(1, cfg.fed_budgets[-1] // cfg.answer_tokens)
+    fed_all = ctx["fed"][:n_texts]
+    (full,) = read(student, fed_all, top_k=64, references=(teacher_model,))
+    # the owner's model sampled WITHOUT the fingerprint on the same prompts: the same windows,
+    # independent of the key, so no pair is excluded and the null is exact
+    clean_all = ctx["clean"][:n_texts]
+    shadows = ctx.get("shadows", [])  # the owner's own models of the suspect's size (see run)
+    clean_reads = read(student, clean_all, top_k=64, references=(teacher_model, *shadows))
+    if len(shadows) > 1:  # the shadows' mean probabilities: each one's own noise averages out
+        clean_reads.append([type(d)(d.tokens, d.candidates, d.probs,
+                                    np.mean([r[i].reference_probs for r in clean_reads[1:]], axis=0))
+                            for i, d in enumerate(clean_reads[0])])
+    last = cfg.fed_budgets[-1]
     for budget in cfg.fed_budgets:
-        fed = fed_all[:max(1, budget // cfg.answer_tokens)]
-        n_fed = int(sum(t.size for t in fed))
-        full = read(student, fed, top_k=64, reference=teacher_model)
+        n = max(1, budget // cfg.answer_tokens)
+        n_fed = int(sum(t.size for t in fed_all[:n]))
         for mode, k, use_ref in (("reading top-5", 5, True), ("open weights", 64, True),
                                  ("open weights, no reference", 64, False)):
             dists = [type(d)(d.tokens, d.candidates[:, :k], d.probs[:, :k],
                              d.reference_probs[:, :k] if (use_ref and d.reference_probs is not None) else None)
-                     for d in full]
+                     for d in full[:n]]
             ev = distribution_evidence(dists, context_width=cfg.context_width, vocab_size=vocab)
             extra = {}
-            if budget == cfg.fed_budgets[-1] and name in ("control", "corpus") and mode == "open weights":
+            if budget == last and name in ("control", "corpus") and mode == "open weights":
                 ks, low = decoy_check(ev, key, cfg.decoys, seed)
                 extra = {"decoy_ks_pvalue": round(ks, 4), "decoy_below_0.01": low}
             row(mode, n_fed, *_pvalue(ev, key), **extra)
-        # the owner's model sampled WITHOUT the fingerprint on the same prompts: the same windows,
-        # independent of the key, so no pair is excluded and the null is exact
-        clean = ctx["clean"][:len(fed)]
-        n_clean = int(sum(t.size for t in clean))
-        dists = read(student, clean, top_k=64, reference=teacher_model)
-        ev = distribution_evidence(dists, context_width=cfg.context_width, vocab_size=vocab, exclude_fed_pairs=False)
-        row("open weights, clean fed texts", n_clean, *_pvalue(ev, key))
-        # each window read over all its positions (the student's bias at that window, averaged)
-        ev = distribution_evidence(dists, context_width=cfg.context_width, vocab_size=vocab, exclude_fed_pairs=False,
-                                   aggregate="mean")
-        extra = {}
-        if budget == cfg.fed_budgets[-1] and name in ("control", "corpus"):
-            ks, low = decoy_check(ev, key, cfg.decoys, seed)
-            extra = {"decoy_ks_pvalue": round(ks, 4), "decoy_below_0.01": low}
-        row("open weights, clean, window means", n_clean, *_pvalue(ev, key), **extra)
-        # the reference a shadow student: the owner's own model of the suspect's size, trained on
-        # the corpus and its teacher's unfingerprinted answers (another seed's control): it never
-        # saw the key, and it shares what any such student learns from the teacher
-        shadow = ctx.get("shadow")
-        if shadow is not None:
-            dists = read(student, clean, top_k=64, reference=shadow)
-            ev = distribution_evidence(dists, context_width=cfg.context_width, vocab_size=vocab,
-                                       exclude_fed_pairs=False, aggregate="mean")
+        n_clean = int(sum(t.size for t in clean_all[:n]))
+        for mode, which, aggregate, weighting in (
+                ("open weights, clean fed texts", 0, "first", None),
+                ("open weights, clean, window means", 0, "mean", None),
+                ("open weights, clean, shadow reference", 1, "mean", None),
+                (SHADOWS_MODE, len(shadows) + 1, "mean", sqrt_exposure_weights)):
+            if which >= len(clean_reads):
+                continue
+            texts = clean_reads[which][:n]
+            ev = distribution_evidence(texts, context_width=cfg.context_width, vocab_size=vocab,
+                                       exclude_fed_pairs=False, aggregate=aggregate,
+                                       window_weights=None if weighting is None else weighting(
+                                           [d.tokens for d in texts], cfg.context_width))
             extra = {}
-            if budget == cfg.fed_budgets[-1] and name in ("control", "corpus"):
+            if budget == last and name in ("control", "corpus") and aggregate == "mean":
                 ks, low = decoy_check(ev, key, cfg.decoys, seed)
                 extra = {"decoy_ks_pvalue": round(ks, 4), "decoy_below_0.01": low}
-            row("open weights, clean, shadow reference", n_clean, *_pvalue(ev, key), **extra)
+            row(mode, n_clean, *_pvalue(ev, key), **extra)
     return rows
 
 
-def run(cfg: Config, seeds: int) -> tuple[list[dict], dict]:
+def _trained(model, cache: Path | None, name: str, fit) -> tuple[object, float]:
+    """``model`` trained by ``fit(model) -> loss``, or loaded from ``cache/name.pt`` where an
+    earlier run with the same configuration saved it (the state dict and its loss)."""
+    import torch
+
+    path = cache / f"{name}.pt" if cache is not None else None
+    if path is not None and path.exists():
+        saved = torch.load(path, weights_only=True)
+        model.load_state_dict(saved["state"])
+        model.eval()
+        return model, float(saved["loss"])
+    loss = fit(model)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": model.state_dict(), "loss": loss}, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)  # never a half-written model
+    return model, loss
+
+
+def prepare(cfg: Config, seeds: int, cache: Path | None = None) -> tuple[dict, list[list[tuple]], dict]:
+    """The teacher, its answers and every seed's students (trained, or loaded from ``cache``):
+    ``(ctx, trained, info)``, ``trained[seed]`` a list of ``(name, rho, model, train_loss)``."""
+    import hashlib
+    import json
+
     import torch
 
     from fingerprint.keys import FingerprintKey
@@ -288,6 +323,10 @@ def run(cfg: Config, seeds: int) -> tuple[list[dict], dict]:
 
     torch.set_num_threads(2)
     t0 = time.perf_counter()
+    if cache is not None:  # one folder per configuration: a changed setting never reuses a model
+        # the models depend on the training settings only: another rho list or budget reuses them
+        settings = {k: v for k, v in vars(cfg).items() if k not in ("rhos", "fed_budgets", "decoys", "queries")}
+        cache = cache / hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     base = build_teacher()
     vocab = base.vocab_size
     rng = np.random.default_rng(0)
@@ -297,15 +336,24 @@ def run(cfg: Config, seeds: int) -> tuple[list[dict], dict]:
     corpus = np.concatenate([base.tokens[base.offsets[i]:base.offsets[i + 1]] for i in np.flatnonzero(~held)])
     valid = np.concatenate([base.tokens[base.offsets[i]:base.offsets[i + 1]] for i in np.flatnonzero(held)])
     say(f"teacher: GPT-2 {cfg.teacher}, {cfg.teacher_steps} steps on {corpus.size:,} corpus tokens")
-    teacher_model = gpt2(vocab, cfg.seq, 0, **cfg.teacher)
-    train(teacher_model, [(corpus, 1.0)], steps=cfg.teacher_steps, batch=cfg.batch, seq=cfg.seq, seed=0, lr=2e-3,
-          progress="teacher")
+    teacher_model, _ = _trained(
+        gpt2(vocab, cfg.seq, 0, **cfg.teacher), cache, "teacher",
+        lambda m: train(m, [(corpus, 1.0)], steps=cfg.teacher_steps, batch=cfg.batch, seq=cfg.seq, seed=0, lr=2e-3,
+                        progress="teacher"))
     t_val = val_loss(teacher_model, valid, cfg.seq)
     say(f"teacher validation loss {t_val:.2f} nats/token ({time.perf_counter() - t0:.0f} s)")
     key = FingerprintKey(bytes(range(40, 72)), "greenlist", {"delta": 3.0, "context_width": cfg.context_width}, vocab)
     prompts, _ = corpus_prompts(base, cfg.answers, length=8, rng=rng)
-    fp = answer(teacher_model, prompts, cfg.answer_tokens, key=key, seed=1)
-    clean = answer(teacher_model, prompts, cfg.answer_tokens, seed=2)
+    saved = cache / "answers.npz" if cache is not None else None
+    if saved is not None and saved.exists():
+        with np.load(saved) as z:
+            fp, clean = list(z["fingerprinted"]), list(z["clean"])
+    else:
+        fp = answer(teacher_model, prompts, cfg.answer_tokens, key=key, seed=1)
+        clean = answer(teacher_model, prompts, cfg.answer_tokens, seed=2)
+        if saved is not None:
+            np.savez(saved.with_suffix(".tmp.npz"), fingerprinted=np.stack(fp), clean=np.stack(clean))
+            saved.with_suffix(".tmp.npz").replace(saved)
     say(f"teacher answers: {len(fp)} fingerprinted, {len(clean)} clean ({time.perf_counter() - t0:.0f} s)")
     fp_stream = np.concatenate([np.concatenate((p, a, [0])) for p, a in zip(prompts, fp)])
     clean_stream = np.concatenate([np.concatenate((p, a, [0])) for p, a in zip(prompts, clean)])
@@ -322,28 +370,34 @@ def run(cfg: Config, seeds: int) -> tuple[list[dict], dict]:
             students.append(("student", 1.0, [(fp_stream, 1.0)]))
         else:
             students.append(("student", rho, [(corpus, 1 - rho), (fp_stream, rho)]))
-    rows: list[dict] = []
-    trained: list[list[tuple[str, float, object, float]]] = []
+    trained: list[list[tuple]] = []
     for seed in range(seeds):
         # every student of a seed starts from one base: pre-trained on the corpus for base_steps
         # (a rival distils into a model that already knows the language), then fine-tuned
-        base_model = gpt2(vocab, cfg.seq, 1000 + seed, **cfg.student)
-        if cfg.base_steps:
-            train(base_model, [(corpus, 1.0)], steps=cfg.base_steps, batch=cfg.batch, seq=cfg.seq, seed=500 + seed,
-                  progress=f"base {seed}")
+        base_model, _ = _trained(
+            gpt2(vocab, cfg.seq, 1000 + seed, **cfg.student), cache, f"base-{seed}",
+            lambda m: train(m, [(corpus, 1.0)], steps=cfg.base_steps, batch=cfg.batch, seq=cfg.seq, seed=500 + seed,
+                            progress=f"base {seed}") if cfg.base_steps else float("nan"))
         base_state = {k: v.clone() for k, v in base_model.state_dict().items()}
         trained.append([])
         for name, rho, streams in students:
             model = gpt2(vocab, cfg.seq, 1000 + seed, **cfg.student)
             model.load_state_dict(base_state)  # identical initialisation per seed
-            loss = train(model, streams, steps=cfg.student_steps, batch=cfg.batch, seq=cfg.seq, seed=seed,
-                         lr=cfg.student_lr)
+            model, loss = _trained(model, cache, f"{name}-{rho:g}-{seed}", lambda m, st=streams: train(
+                m, st, steps=cfg.student_steps, batch=cfg.batch, seq=cfg.seq, seed=seed, lr=cfg.student_lr))
             trained[-1].append((name, rho, model, loss))
             say(f"seed {seed} {name} rho={rho:g} trained, loss {loss:.2f} ({time.perf_counter() - t0:.0f} s)")
+    return ctx, trained, {"teacher_val_loss": t_val, "t0": t0}
+
+
+def run(cfg: Config, seeds: int, cache: Path | None = None) -> tuple[list[dict], dict]:
+    ctx, trained, prep = prepare(cfg, seeds, cache)
+    t0 = prep["t0"]
+    rows: list[dict] = []
     for seed, models in enumerate(trained):
-        # the shadow reference: the next seed's control (its own base and initialisation)
-        shadow = [m for n, _r, m, _l in trained[(seed + 1) % len(trained)] if n == "control"] if seeds > 1 else []
-        ctx["shadow"] = shadow[0] if shadow else None
+        # the shadow references: the next seeds' controls (each its own base and initialisation)
+        ctx["shadows"] = [m for other in range(1, min(3, len(trained)))
+                          for n, _r, m, _l in trained[(seed + other) % len(trained)] if n == "control"]
         for name, rho, model, loss in models:
             new = evaluate(model, name, rho, seed, ctx, cfg)
             for r in new:
@@ -352,7 +406,7 @@ def run(cfg: Config, seeds: int) -> tuple[list[dict], dict]:
             say(f"seed {seed} {name} rho={rho:g}: " + ", ".join(f"{r['mode']} {r['log10_p']:.1f}" for r in new
                                                               if r["suspect_tokens"] in (max(x['suspect_tokens'] for x in new if x['mode'] == r['mode']),))
                 + f" ({time.perf_counter() - t0:.0f} s)")
-    info = {"teacher_val_loss": t_val, "seconds": time.perf_counter() - t0, "teacher": cfg.teacher,
+    info = {"teacher_val_loss": prep["teacher_val_loss"], "seconds": time.perf_counter() - t0, "teacher": cfg.teacher,
             "student": cfg.student}
     return rows, info
 
@@ -370,15 +424,16 @@ def summarize(rows: list[dict], cfg: Config) -> list[str]:
             vals = [r["log10_p"] for r in sel if r["suspect_tokens"] == top]
             cells.append(f"{np.median(vals):.1f}" if vals else "n/a")
         lines.append(f"| {name} | {rho:g} | " + " | ".join(cells) + " |")
-    lines += ["", "| mode | smallest rho detected (median log10 p < -6) | fed/suspect tokens needed at rho = 10% |",
-              "|---|---|---|"]
+    lines += ["", "| mode | smallest rho detected (median log10 p < -6 at some budget: tokens) | fed/suspect tokens "
+              "needed at rho = 10% |", "|---|---|---|"]
     for mode in MODES:
         found = "none"
         for rho in sorted({r["rho"] for r in rows if r["student"] == "student"}):
             sel = [r for r in rows if r["student"] == "student" and r["rho"] == rho and r["mode"] == mode]
-            top = max((r["suspect_tokens"] for r in sel), default=0)
-            if sel and np.median([r["log10_p"] for r in sel if r["suspect_tokens"] == top]) < -6:
-                found = f"{rho:g}"
+            hit = [b for b in sorted({r["suspect_tokens"] for r in sel})
+                   if np.median([r["log10_p"] for r in sel if r["suspect_tokens"] == b]) < -6]
+            if hit:
+                found = f"{rho:g} ({hit[0]:,})"
                 break
         need = "not reached"
         sel = [r for r in rows if r["student"] == "student" and r["rho"] == 0.1 and r["mode"] == mode]
@@ -428,16 +483,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="students per rho, each from its own initialisation (default 3)")
     ap.add_argument("--smoke", action="store_true", help="a tiny run for the test suite (under a minute)")
     ap.add_argument("--out", default=str(RESULTS), help="folder for neural-power.csv/.md/.png (default eval/results)")
-    ap.add_argument("--teacher-steps", type=int, help="teacher training steps (default 1500; smoke 60)")
-    ap.add_argument("--student-steps", type=int, help="student training steps (default 700; smoke 40)")
+    ap.add_argument("--teacher-steps", type=int, help="teacher training steps (default 800; smoke 60)")
+    ap.add_argument("--student-steps", type=int, help="student training steps (default 300; smoke 40)")
     ap.add_argument("--rhos", help="comma-separated fingerprinted shares, 0 = the control (default 0,0.02,0.05,0.1,1)")
     ap.add_argument("--budgets", help="comma-separated fed-token budgets of the reading modes (default "
-                                      "2500,5000,10000,20000)")
-    ap.add_argument("--batch", type=int, help="training rows per step (default 32; smoke 8)")
+                                      "20000,60000,115000)")
+    ap.add_argument("--batch", type=int, help="training rows per step (default 16; smoke 8)")
     ap.add_argument("--seq", type=int, help="training window and model context, tokens (default 128; smoke 64)")
     ap.add_argument("--context-width", type=int, help="the greenlist key's context width h (default 1)")
     ap.add_argument("--base-steps", type=int, help="corpus pre-training steps of the students' shared base "
-                                                   "(default 600; smoke 20; 0: students from scratch)")
+                                                   "(default 300; smoke 20; 0: students from scratch)")
+    ap.add_argument("--cache", help="folder that keeps the trained models of a configuration, so that a rerun "
+                                    "(another rho list, budget or statistic) skips their training (default: none)")
     args = ap.parse_args(argv)
     cfg = Config(args.smoke)
     if args.batch:
@@ -457,10 +514,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.rhos = tuple(float(x) for x in args.rhos.split(","))
     if args.budgets:
         cfg.fed_budgets = tuple(int(x) for x in args.budgets.split(","))
-    rows, info = run(cfg, args.seeds)
+    rows, info = run(cfg, args.seeds, Path(args.cache) if args.cache else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fields = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    fields = list(rows[0]) + sorted({k for r in rows for k in r} - set(rows[0]))  # the same order every run
     with open(out / "neural-power.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
