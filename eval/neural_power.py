@@ -74,18 +74,19 @@ class Config:
         self.teacher = dict(n_layer=4, n_embd=192, n_head=4) if not smoke else dict(n_layer=2, n_embd=64, n_head=2)
         self.student = dict(n_layer=2, n_embd=128, n_head=4) if not smoke else dict(n_layer=1, n_embd=64, n_head=2)
         self.seq = 128 if not smoke else 64
-        self.teacher_steps = 800 if not smoke else 60
-        self.student_steps = 300 if not smoke else 40
+        self.teacher_steps = 800 if not smoke else 20
+        self.student_steps = 300 if not smoke else 10
         self.batch = 16 if not smoke else 8
-        self.answers = 1200 if not smoke else 60
-        self.answer_tokens = 96 if not smoke else 48
-        self.queries = 150 if not smoke else 20
-        self.fed_budgets = (20000, 60000, 115000) if not smoke else (1000,)
+        self.answers = 1200 if not smoke else 30
+        self.answer_tokens = 96 if not smoke else 32
+        self.queries = 150 if not smoke else 10
+        self.fed_budgets = (20000, 60000, 115000) if not smoke else (960,)
         self.rhos = (0.0, 0.02, 0.05, 0.1, 1.0) if not smoke else (0.0, 1.0)
         self.decoys = 1000 if not smoke else 100
+        self.top_k = 64 if not smoke else 16  # open-weights candidates per position
         self.context_width = 1
         self.student_lr = 1e-3
-        self.base_steps = 300 if not smoke else 20
+        self.base_steps = 300 if not smoke else 5
 
 
 def gpt2(vocab: int, seq: int, seed: int, **shape):
@@ -200,10 +201,13 @@ def read(model, texts: list[np.ndarray], *, top_k: int, references: tuple = (), 
 
 
 def _pvalue(ev, key) -> tuple[float, int]:
-    from fingerprint.verify import VerifyOptions, verify_evidence
-
-    r = verify_evidence(ev, key, options=VerifyOptions(mode=ev.mode, n_decoys=0)).results[0]
-    return float(r.test.log10_pvalue), int(r.counts.scored)
+    """log10 p of the key's total on ``ev`` under the scheme's null (the test ``verify`` runs,
+    without its trajectory, effect and Bayes factor), and the items scored."""
+    scheme = key.scheme_object()
+    scores = scheme.scores_of_blocks(ev.blocks).astype(np.float64)
+    total = float(scores.sum() if ev.weights is None else (scores * ev.weights).sum())
+    null = scheme.null(len(ev), blocks=ev.blocks, weights=ev.weights)
+    return float(null.log10_sf(np.array([total]))[0]), len(ev)
 
 
 def decoy_check(ev, key, n: int, seed: int) -> tuple[float, float]:
@@ -243,12 +247,12 @@ def evaluate(student, name: str, rho: float, seed: int, ctx: dict, cfg: Config) 
     # every model reads the largest budget once; a smaller budget is its first texts
     n_texts = max(1, cfg.fed_budgets[-1] // cfg.answer_tokens)
     fed_all = ctx["fed"][:n_texts]
-    (full,) = read(student, fed_all, top_k=64, references=(teacher_model,))
+    (full,) = read(student, fed_all, top_k=cfg.top_k, references=(teacher_model,))
     # the owner's model sampled WITHOUT the fingerprint on the same prompts: the same windows,
     # independent of the key, so no pair is excluded and the null is exact
     clean_all = ctx["clean"][:n_texts]
     shadows = ctx.get("shadows", [])  # the owner's own models of the suspect's size (see run)
-    clean_reads = read(student, clean_all, top_k=64, references=(teacher_model, *shadows))
+    clean_reads = read(student, clean_all, top_k=cfg.top_k, references=(teacher_model, *shadows))
     if len(shadows) > 1:  # the shadows' mean probabilities: each one's own noise averages out
         clean_reads.append([type(d)(d.tokens, d.candidates, d.probs,
                                     np.mean([r[i].reference_probs for r in clean_reads[1:]], axis=0))
@@ -257,8 +261,8 @@ def evaluate(student, name: str, rho: float, seed: int, ctx: dict, cfg: Config) 
     for budget in cfg.fed_budgets:
         n = max(1, budget // cfg.answer_tokens)
         n_fed = int(sum(t.size for t in fed_all[:n]))
-        for mode, k, use_ref in (("reading top-5", 5, True), ("open weights", 64, True),
-                                 ("open weights, no reference", 64, False)):
+        for mode, k, use_ref in (("reading top-5", 5, True), ("open weights", cfg.top_k, True),
+                                 ("open weights, no reference", cfg.top_k, False)):
             dists = [type(d)(d.tokens, d.candidates[:, :k], d.probs[:, :k],
                              d.reference_probs[:, :k] if (use_ref and d.reference_probs is not None) else None)
                      for d in full[:n]]
@@ -325,7 +329,8 @@ def prepare(cfg: Config, seeds: int, cache: Path | None = None) -> tuple[dict, l
     t0 = time.perf_counter()
     if cache is not None:  # one folder per configuration: a changed setting never reuses a model
         # the models depend on the training settings only: another rho list or budget reuses them
-        settings = {k: v for k, v in vars(cfg).items() if k not in ("rhos", "fed_budgets", "decoys", "queries")}
+        ignore = ("rhos", "fed_budgets", "decoys", "queries", "top_k")
+        settings = {k: v for k, v in vars(cfg).items() if k not in ignore}
         cache = cache / hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     base = build_teacher()
     vocab = base.vocab_size
@@ -483,8 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="students per rho, each from its own initialisation (default 3)")
     ap.add_argument("--smoke", action="store_true", help="a tiny run for the test suite (under a minute)")
     ap.add_argument("--out", default=str(RESULTS), help="folder for neural-power.csv/.md/.png (default eval/results)")
-    ap.add_argument("--teacher-steps", type=int, help="teacher training steps (default 800; smoke 60)")
-    ap.add_argument("--student-steps", type=int, help="student training steps (default 300; smoke 40)")
+    ap.add_argument("--teacher-steps", type=int, help="teacher training steps (default 800; smoke 20)")
+    ap.add_argument("--student-steps", type=int, help="student training steps (default 300; smoke 10)")
     ap.add_argument("--rhos", help="comma-separated fingerprinted shares, 0 = the control (default 0,0.02,0.05,0.1,1)")
     ap.add_argument("--budgets", help="comma-separated fed-token budgets of the reading modes (default "
                                       "20000,60000,115000)")
@@ -492,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq", type=int, help="training window and model context, tokens (default 128; smoke 64)")
     ap.add_argument("--context-width", type=int, help="the greenlist key's context width h (default 1)")
     ap.add_argument("--base-steps", type=int, help="corpus pre-training steps of the students' shared base "
-                                                   "(default 300; smoke 20; 0: students from scratch)")
+                                                   "(default 300; smoke 5; 0: students from scratch)")
     ap.add_argument("--cache", help="folder that keeps the trained models of a configuration, so that a rerun "
                                     "(another rho list, budget or statistic) skips their training (default: none)")
     args = ap.parse_args(argv)
