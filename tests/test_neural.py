@@ -66,6 +66,18 @@ def test_neural_power_smoke(tmp_path):
     # the cache: each model once, under its configuration's folder
     saved = sorted(p.name for p in (tmp_path / "cache").glob("*/*.pt"))
     assert len(saved) == 1 + 3 * (1 + 3)  # the teacher; per seed a base and three students
+    # the reference / weighting comparison on the same (cached) models: every combination, every seed
+    from eval import neural_weighting
+
+    assert neural_weighting.main(["--smoke", "--cache", str(tmp_path / "cache"), "--budgets", "960",
+                                  "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "neural-weighting.csv")))
+    combos = {(r["reference"], r["weighting"]) for r in rows}
+    assert combos == {(a, b) for a in neural_weighting.REFERENCES for b in neural_weighting.WEIGHTINGS}
+    assert {r["student"] for r in rows} == {"corpus", "control", "student"} and len(rows) == 3 * 3 * len(combos)
+    assert all(float(r["log10_p"]) > -3 for r in rows if r["student"] != "student")
+    table = (tmp_path / "neural-weighting.md").read_text()
+    assert table.count("\n| ") == 1 + len(combos)  # the header and one row per combination
 
 
 @pytest.mark.slow  # superseded in the default run by eval/neural_power's smoke test
