@@ -153,7 +153,7 @@ class OpenWeightsReading:
             out.append(f"the suspect model reads the owner's token ids directly ({why}); "
                        f"{c.get('unmapped_candidates', 0):,} candidates outside the owner's vocabulary unmapped")
         if self.reference_mapping is not None:
-            how = {"bytes": "through bytes", "mixed": "some through bytes, some by the owner's token ids"}.get(
+            how = {"bytes": "through bytes", "mixed": "each in its own way (owner ids, assumed ids or bytes)"}.get(
                 self.reference_mapping, "by the owner's token ids")
             out.append(f"reference model read {how}; "
                        f"{c.get('reference_unaligned_positions', 0):,} owner positions unaligned for it (not "
