@@ -200,6 +200,21 @@ def read(model, texts: list[np.ndarray], *, top_k: int, references: tuple = (), 
     return out
 
 
+def mean_reference(reads: list[list]) -> list:
+    """One model's readings with several references (``reads[j]``: the list :func:`read` gave
+    for reference ``j``) as one reading whose reference is their mean probability (each
+    shadow's own noise averages out)."""
+    return [type(d)(d.tokens, d.candidates, d.probs, np.mean([r[i].reference_probs for r in reads], axis=0))
+            for i, d in enumerate(reads[0])]
+
+
+def shadows_of(trained: list[list[tuple]], seed: int, n: int = 2) -> list:
+    """The shadow references of ``seed``: the controls of the next ``n`` seeds (each its own base
+    and initialisation; never the seed's own), fewer when there are fewer other seeds."""
+    return [m for other in range(1, min(n + 1, len(trained)))
+            for name, _r, m, _l in trained[(seed + other) % len(trained)] if name == "control"]
+
+
 def _pvalue(ev, key) -> tuple[float, int]:
     """log10 p of the key's total on ``ev`` under the scheme's null (the test ``verify`` runs,
     without its trajectory, effect and Bayes factor), and the items scored."""
@@ -253,10 +268,8 @@ def evaluate(student, name: str, rho: float, seed: int, ctx: dict, cfg: Config) 
     clean_all = ctx["clean"][:n_texts]
     shadows = ctx.get("shadows", [])  # the owner's own models of the suspect's size (see run)
     clean_reads = read(student, clean_all, top_k=cfg.top_k, references=(teacher_model, *shadows))
-    if len(shadows) > 1:  # the shadows' mean probabilities: each one's own noise averages out
-        clean_reads.append([type(d)(d.tokens, d.candidates, d.probs,
-                                    np.mean([r[i].reference_probs for r in clean_reads[1:]], axis=0))
-                            for i, d in enumerate(clean_reads[0])])
+    if len(shadows) > 1:
+        clean_reads.append(mean_reference(clean_reads[1:]))
     last = cfg.fed_budgets[-1]
     for budget in cfg.fed_budgets:
         n = max(1, budget // cfg.answer_tokens)
@@ -400,9 +413,7 @@ def run(cfg: Config, seeds: int, cache: Path | None = None) -> tuple[list[dict],
     t0 = prep["t0"]
     rows: list[dict] = []
     for seed, models in enumerate(trained):
-        # the shadow references: the next seeds' controls (each its own base and initialisation)
-        ctx["shadows"] = [m for other in range(1, min(3, len(trained)))
-                          for n, _r, m, _l in trained[(seed + other) % len(trained)] if n == "control"]
+        ctx["shadows"] = shadows_of(trained, seed)
         for name, rho, model, loss in models:
             new = evaluate(model, name, rho, seed, ctx, cfg)
             for r in new:

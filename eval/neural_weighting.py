@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.neural_power import Config, _pvalue, prepare, read, say
+from eval.neural_power import Config, _pvalue, mean_reference, prepare, read, say, shadows_of
 
 RESULTS = Path(__file__).parent / "results"
 REFERENCES = ("teacher", "1 shadow", "2 shadows")
@@ -57,12 +57,10 @@ def run(cfg: Config, seeds: int, cache: Path | None) -> list[dict]:
     n_texts = max(1, cfg.fed_budgets[-1] // cfg.answer_tokens)
     clean = ctx["clean"][:n_texts]
     for seed, models in enumerate(trained):
-        shadows = [m for other in (1, 2) for n, _r, m, _l in trained[(seed + other) % seeds] if n == "control"]
+        shadows = shadows_of(trained, seed)
         for name, rho, model, _loss in models:
             reads = read(model, clean, top_k=cfg.top_k, references=(ctx["teacher_model"], *shadows))
-            mean = [type(d)(d.tokens, d.candidates, d.probs, (a.reference_probs + b.reference_probs) / 2)
-                    for d, a, b in zip(reads[0], reads[1], reads[2])]
-            by_ref = dict(zip(REFERENCES, (reads[0], reads[1], mean)))
+            by_ref = dict(zip(REFERENCES, (reads[0], reads[1], mean_reference(reads[1:]))))
             for budget in cfg.fed_budgets:
                 n = max(1, budget // cfg.answer_tokens)
                 for ref in REFERENCES:
